@@ -1,0 +1,1 @@
+"""Offline side: testbed, flow meter, training, Treelite compilation, evaluation."""

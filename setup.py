@@ -1,0 +1,9 @@
+"""Native helpers built with cffi at install time (the rest is in pyproject.toml)."""
+
+from setuptools import setup
+
+setup(
+    cffi_modules=[
+        # "agent/ipfix/_native_build.py:ffibuilder",
+    ],
+)

@@ -1,0 +1,1 @@
+"""Central store: authenticated ingest of agent summaries, queries and a web page."""
