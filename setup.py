@@ -4,6 +4,6 @@ from setuptools import setup
 
 setup(
     cffi_modules=[
-        # "agent/ipfix/_native_build.py:ffibuilder",
+        "agent/ipfix/_native_build.py:ffibuilder",
     ],
 )

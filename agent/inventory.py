@@ -1,0 +1,115 @@
+"""Per-home inventory of detected device types, with first-seen, hit-time and hit-flow.
+
+For home h and device type L (docs/interfaces.md section 5):
+first_seen is the start of the first flow predicted as L, accepted or not; detected is
+the end of the first flow whose prediction of L was accepted (the moment its record was
+complete, so the earliest the agent could have known); hit_time = detected - first_seen;
+hit_flow counts the flows predicted as L up to and including that first accepted one.
+
+State is a few (homes x types) arrays indexed by home slot and class index, grown by
+doubling up to the homes cap; a batch is folded in with sorts and reductions, and Python
+code runs only for new detections.
+"""
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Inventory:
+    """Device types per home slot; ``update`` returns the batch's new detections."""
+
+    def __init__(self, classes: list[str], max_homes: int):
+        self.classes = list(classes)
+        self.max_homes = max_homes
+        self._allocate(min(1024, max_homes))
+
+    def _allocate(self, capacity: int) -> None:
+        n = len(self.classes)
+        self.first_seen = np.full((capacity, n), np.nan)
+        self.detected = np.full((capacity, n), np.nan)
+        self.hit_flow = np.zeros((capacity, n), dtype=np.int64)
+
+    def _grow(self, slots_needed: int) -> None:
+        capacity = len(self.first_seen)
+        if slots_needed <= capacity:
+            return
+        while capacity < slots_needed:
+            capacity = min(capacity * 2, self.max_homes)
+        old = (self.first_seen, self.detected, self.hit_flow)
+        self._allocate(capacity)
+        for new, previous in zip((self.first_seen, self.detected, self.hit_flow), old):
+            new[: len(previous)] = previous
+
+    def update(self, slot, label, accepted, start, end) -> list[tuple[int, int]]:
+        """Fold in scored flows (home slot >= 0, class, accepted, start/end in seconds).
+
+        Returns the (slot, class) pairs detected for the first time in this batch.
+        """
+        if len(slot) == 0:
+            return []
+        self._grow(int(slot.max()) + 1)
+        n_classes = len(self.classes)
+        key = slot.astype(np.int64) * n_classes + label
+        order = np.argsort(key, kind="stable")
+        keys, group_start, group_size = np.unique(
+            key[order], return_index=True, return_counts=True
+        )
+        group = np.repeat(np.arange(len(keys)), group_size)
+        rank = np.arange(len(order)) - group_start[group]
+
+        first_seen = self.first_seen.reshape(-1)
+        first_seen[keys] = np.fmin(first_seen[keys], np.minimum.reduceat(start[order], group_start))
+
+        waiting = np.isnan(self.detected.reshape(-1)[keys])
+        hits = accepted[order]
+        hit_groups, first_hit = np.unique(group[hits], return_index=True)
+        hit_position = np.flatnonzero(hits)[first_hit]
+        flows_seen = group_size.copy()
+        flows_seen[hit_groups] = rank[hit_position] + 1
+        hit_flow = self.hit_flow.reshape(-1)
+        hit_flow[keys[waiting]] += flows_seen[waiting]
+
+        found = np.zeros(len(keys), dtype=bool)
+        found[hit_groups] = True
+        new = found & waiting
+        when = np.full(len(keys), np.nan)
+        when[hit_groups] = end[order][hit_position]
+        self.detected.reshape(-1)[keys[new]] = when[new]
+        return [(int(k) // n_classes, int(k) % n_classes) for k in keys[new]]
+
+    def event(self, slot: int, cls: int, home_id: str) -> dict:
+        """The detection event of one (home, type), as summaries carry it."""
+        first_seen = float(self.first_seen[slot, cls])
+        detected = float(self.detected[slot, cls])
+        return {
+            "home": home_id,
+            "device_type": self.classes[cls],
+            "first_seen": first_seen,
+            "detected": detected,
+            "hit_time": max(0.0, detected - first_seen),
+            "hit_flow": int(self.hit_flow[slot, cls]),
+        }
+
+    def types_of(self, slot: int) -> np.ndarray:
+        """Class indices in the home's inventory."""
+        if slot >= len(self.detected):
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(~np.isnan(self.detected[slot]))
+
+    def remap(self, classes: list[str]) -> None:
+        """Keep the state of types a new bundle still has; drop the others (logged)."""
+        old_index = {name: i for i, name in enumerate(self.classes)}
+        dropped = set(self.classes) - set(classes)
+        if dropped:
+            log.warning("inventory drops types the new bundle lacks: %s", sorted(dropped))
+        old = (self.first_seen, self.detected, self.hit_flow)
+        capacity = len(self.first_seen)
+        self.classes = list(classes)
+        self._allocate(capacity)
+        for new_i, name in enumerate(classes):
+            if name in old_index:
+                for new, previous in zip((self.first_seen, self.detected, self.hit_flow), old):
+                    new[:, new_i] = previous[:, old_index[name]]

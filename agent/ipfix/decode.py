@@ -1,0 +1,281 @@
+"""The decoder: one IPFIX message in, its flow records (and more) out, never an exception.
+
+``Decoder.decode_message`` reads the header, keeps templates per (transport session,
+observation domain), decodes data sets of flow templates into ``FLOW_DTYPE`` rows through
+``flowplan``, reads options records (and, on request, every record) into dicts, and
+tracks sequence numbers. Bad input ends up in ``result.error`` and in ``counters``,
+keyed by a short reason, so a receive loop can keep going.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.errors import DecodeError, MissingTemplateError, TemplateError
+from agent.flows import FLOW_DTYPE
+from agent.ipfix import flowplan
+from agent.ipfix.message import iter_sets, parse_header
+from agent.ipfix.structured import RecordReader
+from agent.ipfix.templates import (
+    MIN_DATA_SET_ID,
+    OPTIONS_TEMPLATE_SET_ID,
+    TEMPLATE_SET_ID,
+    Template,
+    TemplateStore,
+    parse_template_set,
+)
+
+log = logging.getLogger(__name__)
+
+_MOD = 1 << 32
+_LOG_EVERY = 1000
+
+
+@dataclass
+class MessageResult:
+    """What one message held; ``error`` is the first problem met, ``errors`` all of them."""
+
+    flows: np.ndarray
+    records: list[dict] | None = None
+    options: list[dict] = field(default_factory=list)
+    export_time: int | None = None
+    sequence: int | None = None
+    domain: int | None = None
+    error: DecodeError | None = None
+    errors: list[DecodeError] = field(default_factory=list)
+
+
+class Decoder:
+    """Decodes IPFIX messages of any number of exporters; one per process."""
+
+    def __init__(self, template_lifetime: float = 1800.0, max_templates_per_session: int = 4096):
+        self.templates = TemplateStore(template_lifetime, max_templates_per_session)
+        self.counters: dict[str, int] = {}
+        self._next_sequence: dict[tuple, int] = {}
+        self._uptime_base: dict[tuple, int] = {}
+        self._logged: dict[tuple, int] = {}
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to a named counter."""
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def forget_session(self, session) -> None:
+        """Drop a session's templates and sequence state (its TCP connection closed)."""
+        self.templates.forget_session(session)
+        for table in (self._next_sequence, self._uptime_base):
+            for key in [k for k in table if k[0] == session]:
+                del table[key]
+
+    def decode_message(self, buf, session, *, records: bool = False, now: float | None = None):
+        """Decode one message from ``session``; see ``MessageResult``. Never raises."""
+        result = MessageResult(flows=np.zeros(0, dtype=FLOW_DTYPE))
+        result.records = [] if records else None
+        try:
+            self._decode(memoryview(buf), session, records, now, result)
+        except Exception as exc:  # noqa: BLE001 - the receive path must survive anything
+            log.exception("ipfix decoder failed session=%s", session)
+            self._fail(result, session, "internal_error", DecodeError(f"decoder failure: {exc}"))
+        return result
+
+    def _decode(self, buf, session, records: bool, now, result: MessageResult) -> None:
+        now = time.monotonic() if now is None else now
+        self.count("messages")
+        try:
+            header = parse_header(buf)
+        except DecodeError as exc:
+            self._fail(result, session, "bad_header", exc)
+            return
+        result.export_time, result.sequence = header.export_time, header.sequence
+        result.domain = domain = header.domain
+        if header.length < len(buf):
+            self.count("trailing_octets")
+        expired = self.templates.expire(session, domain, now)
+        if expired:
+            self.count("templates_expired", expired)
+
+        flows, counted, complete = [], 0, True
+        try:
+            for set_id, pos, size in iter_sets(buf, header.length):
+                body = buf[pos : pos + size]
+                if set_id in (TEMPLATE_SET_ID, OPTIONS_TEMPLATE_SET_ID):
+                    self._template_set(body, set_id, session, domain, now, result)
+                elif set_id >= MIN_DATA_SET_ID:
+                    n = self._data_set(body, set_id, pos, session, domain, now, flows, result)
+                    counted += n or 0
+                    complete = complete and n is not None
+                else:
+                    self._fail(result, session, "reserved_set_id", DecodeError(
+                        f"set id {set_id} at message octet {pos - 4} is reserved", domain=domain
+                    ))  # fmt: skip
+        except DecodeError as exc:
+            exc.domain = domain
+            self._fail(result, session, "bad_set", exc)
+            complete = False
+
+        if flows:
+            result.flows = flows[0] if len(flows) == 1 else np.concatenate(flows)
+            result.flows["observationDomainId"] = domain
+        self.count("flow_records", len(result.flows))
+        self._track_sequence(session, domain, header.sequence, counted, complete)
+
+    def _template_set(self, body, set_id, session, domain, now, result) -> None:
+        try:
+            parsed = parse_template_set(body, set_id)
+        except TemplateError as exc:
+            parsed = exc.parsed
+            exc.domain = domain
+            self._fail(result, session, exc.code, exc)
+        for tid, template in parsed:
+            if template is None:
+                self.count("template_withdrawals")
+                self.templates.withdraw(session, domain, tid, set_id)
+                continue
+            try:
+                state = self.templates.add(session, domain, template, now)
+            except TemplateError as exc:
+                self._fail(result, session, exc.code, exc)
+                continue
+            self.count("templates" if state != "redefined" else "template_redefinitions")
+
+    def _data_set(self, body, set_id, pos, session, domain, now, flows, result) -> int | None:
+        template = self.templates.get(session, domain, set_id, now)
+        if template is None:
+            self._fail(result, session, "missing_template", MissingTemplateError(
+                f"data set at message octet {pos - 4} has no template",
+                domain=domain, template_id=set_id,
+            ))  # fmt: skip
+            return None
+        counted = None
+        try:
+            if template.is_flow:
+                rows = self._flow_rows(body, template, session, domain)
+                flows.append(rows)
+                counted = len(rows)
+            if template.is_options or result.records is not None or not template.is_flow:
+                dicts = self._read_dicts(body, template, session, domain, now)
+                counted = len(dicts)
+                if template.is_options:
+                    self._options(dicts, session, domain, result)
+                elif result.records is not None:
+                    result.records.extend(dicts)
+        except DecodeError as exc:
+            exc.domain, exc.template_id = domain, set_id
+            exc.reason = f"{exc.reason} in data set at message octet {pos - 4}"
+            if getattr(exc, "rows", None) is not None and len(exc.rows):
+                flows.append(exc.rows)
+            self._fail(result, session, _data_code(exc.reason), exc)
+            return None
+        self.count("data_records", counted)
+        return counted
+
+    def _flow_rows(self, body, template: Template, session, domain) -> np.ndarray:
+        table = self.templates.domain(session, domain)
+        cached = template.cache.get("plan")
+        if cached is None or cached[0] != table.generation:
+            subs = {tid: t for tid, (t, _) in table.templates.items()}
+            cached = template.cache["plan"] = (table.generation, flowplan.compile_plan(
+                template, subs))  # fmt: skip
+        plan = cached[1]
+        try:
+            rows = flowplan.decode_flows(body, plan)
+        except ValueError as exc:
+            error = DecodeError(str(exc))
+            error.code = "bad_data_set"
+            error.rows = exc.rows
+            raise error from None
+        self._finish_rows(rows, plan, session, domain)
+        return rows
+
+    def _finish_rows(self, rows: np.ndarray, plan, session, domain) -> None:
+        if plan.ip_version >= 0:
+            rows["ipVersion"] = plan.ip_version
+        if plan.uptime:
+            base = self._uptime_base.get((session, domain))
+            if base is None:
+                self.count("flows_relative_time", len(rows))
+            else:
+                for column in plan.uptime:
+                    rows[column] += base
+        if plan.duration == "flowDurationMilliseconds":
+            rows["flowEndMilliseconds"] += rows["flowStartMilliseconds"]
+        elif plan.duration == "flowDurationMicroseconds":
+            rows["flowEndMilliseconds"] //= 1000
+            rows["flowEndMilliseconds"] += rows["flowStartMilliseconds"]
+
+    def _read_dicts(self, body, template, session, domain, now) -> list[dict]:
+        reader = RecordReader(lambda tid: self.templates.get(session, domain, tid, now))
+        dicts = reader.read_set(body, 0, len(body), template)
+        if reader.missing_subtemplates:
+            self.count("missing_subtemplate", reader.missing_subtemplates)
+        return dicts
+
+    def _options(self, dicts: list[dict], session, domain, result) -> None:
+        self.count("options_records", len(dicts))
+        result.options.extend(dicts)
+        for record in dicts:
+            init = record.get("systemInitTimeMilliseconds")
+            if init is not None and hasattr(init, "timestamp"):
+                self._uptime_base[(session, domain)] = round(init.timestamp() * 1000)
+
+    def _track_sequence(self, session, domain, sequence, counted, complete) -> None:
+        """RFC 7011: the header's sequence number counts the data records sent before it.
+
+        A jump forward is counted as lost records; a jump back as a reordered message
+        (its records, counted lost before, are taken back), except a restart at 0.
+        """
+        key = (session, domain)
+        expected = self._next_sequence.get(key)
+        if expected is not None and sequence != expected:
+            gap = (sequence - expected) % _MOD
+            if gap < _MOD // 2:
+                self.count("records_lost", gap)
+            elif sequence != 0:
+                self.count("messages_reordered")
+                lost = self.counters.get("records_lost", 0)
+                self.counters["records_lost"] = max(0, lost - counted)
+                return
+            else:
+                self.count("sequence_restarts")
+        if complete:
+            self._next_sequence[key] = (sequence + counted) % _MOD
+        else:
+            self._next_sequence.pop(key, None)
+
+    def _fail(self, result: MessageResult, session, code: str, error: DecodeError) -> None:
+        error.code = code
+        if error.exporter is None:
+            error.exporter = _exporter(session)
+        error.args = (error._describe(),)
+        result.errors.append(error)
+        if result.error is None:
+            result.error = error
+        self.count("error_" + code)
+        seen = self._logged.get((session, code), 0)
+        self._logged[(session, code)] = seen + 1
+        if len(self._logged) > 10000:
+            self._logged.clear()
+        if seen % _LOG_EVERY == 0:
+            log.warning("ipfix decode error=%s count=%d %s", code, seen + 1, error)
+
+
+_DATA_CODES = (
+    ("semantic", "unknown_list_semantic"),
+    ("nested", "nesting_too_deep"),
+    ("variable-length", "varlen_past_end"),
+    ("list", "bad_list"),
+)
+
+
+def _data_code(reason: str) -> str:
+    for word, code in _DATA_CODES:
+        if word in reason:
+            return code
+    return "bad_data_set"
+
+
+def _exporter(session) -> str:
+    if isinstance(session, tuple) and len(session) >= 2:
+        return ":".join(str(part) for part in session[1:])
+    return str(session)

@@ -1,0 +1,158 @@
+"""IPFIX transport: UDP datagrams (one message each) and TCP streams, on asyncio.
+
+Only configured exporter addresses are served: datagrams from any other address, and
+connections from one, are counted (``datagrams_unknown_exporter``) and dropped. Each
+accepted message goes to a handler with its transport session, ``("udp"|"tcp", host,
+port)`` (a TCP session also numbers its connection, so templates die with it). The UDP
+socket asks for a large kernel receive buffer, since exporters send in bursts.
+"""
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import struct
+
+log = logging.getLogger(__name__)
+
+IPFIX_VERSION = 10
+MESSAGE_HEADER = struct.Struct(">HH")
+RECEIVE_BUFFER = 16 << 20
+
+
+def canonical_host(host: str) -> str:
+    """A peer address as config stores it: IPv4-mapped IPv6 unmapped, scope id removed."""
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return str(addr)
+
+
+class ExporterFilter:
+    """Answers 'is this peer a configured exporter?' with a per-address cache."""
+
+    def __init__(self, exporters, metrics):
+        self.exporters = frozenset(exporters)
+        self.metrics = metrics
+        self._known: dict[str, str | None] = {}
+
+    def check(self, host: str) -> str | None:
+        """The canonical exporter address, or None (counted) when not configured."""
+        found = self._known.get(host, False)
+        if found is False:
+            name = canonical_host(host)
+            found = name if name in self.exporters else None
+            if len(self._known) > 65536:
+                self._known.clear()
+            self._known[host] = found
+        if found is None:
+            self.metrics.inc("datagrams_unknown_exporter")
+        return found
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, allowed: ExporterFilter, handler):
+        self.allowed = allowed
+        self.handler = handler
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        exporter = self.allowed.check(addr[0])
+        if exporter is not None:
+            self.handler(data, ("udp", exporter, addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("udp receive error: %s", exc)
+
+
+def _udp_socket(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+            break
+        except OSError:
+            continue
+    sock.bind((address, port))
+    sock.setblocking(False)
+    return sock
+
+
+class Receiver:
+    """UDP and TCP listeners feeding ``handler(message, session)``."""
+
+    def __init__(self, exporters, handler, metrics, on_session_closed=None):
+        self.allowed = ExporterFilter(exporters, metrics)
+        self.handler = handler
+        self.metrics = metrics
+        self.on_session_closed = on_session_closed
+        self.transports: list = []
+        self.servers: list[asyncio.AbstractServer] = []
+        self._connections = 0
+
+    async def start_udp(self, address: str, port: int) -> tuple:
+        """Listen for datagrams; returns the bound (host, port)."""
+        loop = asyncio.get_running_loop()
+        sock = _udp_socket(address, port)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self.allowed, self.handler), sock=sock
+        )
+        self.transports.append(transport)
+        bound = sock.getsockname()
+        log.info("listening for IPFIX over UDP on %s port %d", bound[0], bound[1])
+        return bound
+
+    async def start_tcp(self, address: str, port: int) -> tuple:
+        """Accept IPFIX over TCP; returns the bound (host, port)."""
+        server = await asyncio.start_server(self._serve_tcp, address, port)
+        self.servers.append(server)
+        bound = server.sockets[0].getsockname()
+        log.info("listening for IPFIX over TCP on %s port %d", bound[0], bound[1])
+        return bound
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer) -> None:
+        peer = writer.get_extra_info("peername")
+        exporter = self.allowed.check(peer[0])
+        if exporter is None:
+            log.warning("refused IPFIX connection from unconfigured %s", peer[0])
+            writer.close()
+            return
+        self._connections += 1
+        session = ("tcp", exporter, peer[1], self._connections)
+        log.info("IPFIX connection from %s port %d", exporter, peer[1])
+        try:
+            await self._read_messages(reader, session)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            if self.on_session_closed is not None:
+                self.on_session_closed(session)
+            log.info("IPFIX connection from %s port %d closed", exporter, peer[1])
+
+    async def _read_messages(self, reader: asyncio.StreamReader, session) -> None:
+        while True:
+            head = await reader.readexactly(MESSAGE_HEADER.size)
+            version, length = MESSAGE_HEADER.unpack(head)
+            if version != IPFIX_VERSION or length < 16:
+                self.metrics.inc("decode_errors")
+                self.metrics.inc("decode_error_tcp_framing")
+                log.warning("IPFIX stream from %s lost framing (version %d, length %d); "
+                            "closing it", session[1], version, length)
+                return
+            self.handler(head + await reader.readexactly(length - MESSAGE_HEADER.size), session)
+
+    async def close(self) -> None:
+        """Stop listening."""
+        for transport in self.transports:
+            transport.close()
+        for server in self.servers:
+            server.close()
+            await server.wait_closed()

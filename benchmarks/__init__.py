@@ -1,0 +1,1 @@
+"""Benchmarks of every stage, each measured side by side with its alternatives."""

@@ -1,0 +1,77 @@
+"""Trust baselines per class (paper, section IV-A), and the trust of observed windows.
+
+For class L over the training windows (only windows holding any flow: days the lab was
+not capturing say nothing about a device):
+- n_expected: mean number of flows of L per window (true labels);
+- accept_rate: accepted predictions of L / flows of L over the whole training period,
+  so that n_expected x accept_rate is the expected number of accepted predictions of L
+  per window (the paper writes the "discard rate" here; only the acceptance rate makes
+  raw trust 1 mean normal behaviour);
+- sigma_trust: standard deviation of raw trust T = accepted / (n_expected x accept_rate)
+  over the training windows, floored at ``MIN_SIGMA``.
+"""
+
+import numpy as np
+
+MIN_SIGMA = 0.05
+
+
+def window_index(end_ms: np.ndarray, window_seconds: float) -> np.ndarray:
+    """Window number of each flow by its end time (windows aligned to the epoch, UTC)."""
+    return np.floor(end_ms / 1000.0 / window_seconds).astype(np.int64)
+
+
+def counts_per_window(
+    windows: np.ndarray, classes: np.ndarray, n_classes: int, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted window numbers present, counts (n_windows, n_classes)) of rows in mask."""
+    present, position = np.unique(windows, return_inverse=True)
+    counts = np.zeros((len(present), n_classes), dtype=np.int64)
+    keep = np.ones(len(windows), bool) if mask is None else mask
+    np.add.at(counts, (position[keep], classes[keep]), 1)
+    return present, counts
+
+
+def trust(accepted: np.ndarray, baselines: dict, classes: list[str]):
+    """(raw trust, trust) for accepted counts (n_windows, n_classes) under baselines."""
+    n_expected = np.array([baselines[c]["n_expected"] for c in classes])
+    accept_rate = np.array([baselines[c]["accept_rate"] for c in classes])
+    sigma = np.array([baselines[c]["sigma_trust"] for c in classes])
+    expected = n_expected * accept_rate
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = np.where(expected > 0, accepted / expected, np.where(accepted > 0, np.inf, 1.0))
+        value = np.exp(-((raw - 1.0) ** 2) / (2.0 * sigma**2))
+    return raw, np.nan_to_num(value, nan=0.0)
+
+
+def trust_baselines(
+    end_ms: np.ndarray,
+    y: np.ndarray,
+    label: np.ndarray,
+    accepted: np.ndarray,
+    classes: list[str],
+    window_seconds: float,
+) -> dict:
+    """Per class {n_expected, accept_rate, sigma_trust} from labelled, scored training rows."""
+    n_classes = len(classes)
+    windows = window_index(end_ms, window_seconds)
+    _, flows = counts_per_window(windows, y, n_classes)
+    _, hits = counts_per_window(windows, label, n_classes, accepted)
+
+    n_expected = flows.mean(axis=0)
+    total = flows.sum(axis=0)
+    accept_rate = np.where(total > 0, hits.sum(axis=0) / np.maximum(total, 1), 0.0)
+    expected = n_expected * accept_rate
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = np.where(expected > 0, hits / expected, 0.0)
+    sigma = np.maximum(raw.std(axis=0), MIN_SIGMA)
+
+    return {
+        name: {
+            "n_expected": float(n_expected[k]),
+            "accept_rate": float(accept_rate[k]),
+            "sigma_trust": float(sigma[k]),
+        }
+        for k, name in enumerate(classes)
+    }
