@@ -12,13 +12,16 @@ instruction cache at every tree. This generator keeps the forest as data instead
 - leaves are float32 class-probability rows;
 - rows are scored in blocks, tree by tree, so one tree stays in cache for the whole block.
 
-The library's C interface (``ABI``, version 1)::
+The library's C interface (``ABI``, version 1) has the batch entry point and the shape
+queries of the TL2cgen libraries that ``compile.build`` makes, so the agent's predictor
+loads either::
 
-    int    iw_abi_version(void);
-    int    iw_num_feature(void);
-    int    iw_num_class(void);
-    int    iw_num_tree(void);
-    void   iw_predict_batch(const float *rows, long n, double *proba);
+    int32_t iotwatch_abi_version(void);
+    int32_t iotwatch_num_tree(void);
+    int32_t get_num_target(void);
+    int32_t get_num_feature(void);
+    void    get_num_class(int32_t *out);
+    void    iotwatch_predict_batch(const float *rows, int64_t n_rows, double *proba);
 
 ``proba`` receives ``n x num_class`` probabilities: the mean of the trees' leaf vectors,
 as scikit-learn's ``predict_proba``. Inputs are float32, as scikit-learn compares them.
@@ -171,10 +174,11 @@ def generate_c(forest: FlatForest) -> str:
 
 
 _C_BODY = r"""
-int iw_abi_version(void) { return 1; }
-int iw_num_feature(void) { return NF; }
-int iw_num_class(void) { return NC; }
-int iw_num_tree(void) { return NT; }
+int32_t iotwatch_abi_version(void) { return 1; }
+int32_t iotwatch_num_tree(void) { return NT; }
+int32_t get_num_target(void) { return 1; }
+int32_t get_num_feature(void) { return NF; }
+void get_num_class(int32_t *out) { out[0] = NC; }
 
 /* First threshold index >= x: the row's bin for this feature. */
 static uint16_t bin_of(int f, double x) {
@@ -242,7 +246,7 @@ static void add_leaf(float *acc, uint32_t leaf_row) {
     for (int c = 0; c < NC; c++) acc[c] += leaf[c];
 }
 
-void iw_predict_batch(const float *rows, long n, double *proba) {
+void iotwatch_predict_batch(const float *rows, int64_t n, double *proba) {
     uint16_t bins[BLOCK][NF + 1];
     float acc[BLOCK][NC];
     uint32_t at[GROUP];

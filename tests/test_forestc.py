@@ -27,16 +27,19 @@ def forest(tmp_path_factory):
     lib_path = forestc.build_library(folder / "model.c", folder / "model.so")
     ffi = cffi.FFI()
     ffi.cdef(
-        "int iw_abi_version(void); int iw_num_feature(void); int iw_num_class(void);"
-        "int iw_num_tree(void); void iw_predict_batch(const float *, long, double *);"
+        "int32_t iotwatch_abi_version(void); int32_t get_num_feature(void);"
+        "void get_num_class(int32_t *); int32_t iotwatch_num_tree(void);"
+        "void iotwatch_predict_batch(const float *, int64_t, double *);"
     )
     return clf, flat, ffi, ffi.dlopen(str(lib_path))
 
 
 def _predict(ffi, lib, rows):
     rows = np.ascontiguousarray(rows, dtype=np.float32)
-    out = np.full((len(rows), lib.iw_num_class()), np.nan)
-    lib.iw_predict_batch(
+    n_class = ffi.new("int32_t[1]")
+    lib.get_num_class(n_class)
+    out = np.full((len(rows), n_class[0]), np.nan)
+    lib.iotwatch_predict_batch(
         ffi.from_buffer("float[]", rows), len(rows), ffi.from_buffer("double[]", out)
     )
     return out
@@ -44,11 +47,13 @@ def _predict(ffi, lib, rows):
 
 def test_library_reports_its_shape(forest):
     """The library states its ABI version, features, classes and trees."""
-    clf, _, _, lib = forest
-    assert lib.iw_abi_version() == forestc.ABI_VERSION
-    assert lib.iw_num_feature() == clf.n_features_in_
-    assert lib.iw_num_class() == len(clf.classes_)
-    assert lib.iw_num_tree() == len(clf.estimators_)
+    clf, _, ffi, lib = forest
+    n_class = ffi.new("int32_t[1]")
+    lib.get_num_class(n_class)
+    assert lib.iotwatch_abi_version() == forestc.ABI_VERSION
+    assert lib.get_num_feature() == clf.n_features_in_
+    assert n_class[0] == len(clf.classes_)
+    assert lib.iotwatch_num_tree() == len(clf.estimators_)
 
 
 @pytest.mark.parametrize("n_rows", [1, 7, 8, 9, 64, 65, 1000])
@@ -96,3 +101,15 @@ def test_build_failure_names_the_compiler_error(tmp_path):
     bad.write_text("this is not C\n")
     with pytest.raises(RuntimeError, match="failed on"):
         forestc.build_library(bad, tmp_path / "bad.so")
+
+
+def test_agent_predictor_loads_the_library(forest, tmp_path):
+    """The agent's predictor scores through this library as through a TL2cgen one."""
+    from agent.predictor import Predictor
+
+    clf, flat, _, _ = forest
+    (tmp_path / "model.c").write_text(forestc.generate_c(flat))
+    predictor = Predictor(forestc.build_library(tmp_path / "model.c", tmp_path / "model.so"))
+    rows = (np.random.default_rng(3).random((100, 9)) * 1000).astype(np.float32)
+    assert predictor.n_classes == len(clf.classes_)
+    assert np.abs(predictor.predict_proba(rows) - clf.predict_proba(rows)).max() < 1e-5
