@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py
-	$(BIN)/pip install -q -e '.[compile,store,dev]'
+	$(BIN)/pip install -q -e '.[compile,store,dev,bench]'
 	touch $@
 
 system-deps:
