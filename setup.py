@@ -5,5 +5,6 @@ from setuptools import setup
 setup(
     cffi_modules=[
         "agent/ipfix/_native_build.py:ffibuilder",
+        "compile/meter/_native_build.py:ffibuilder",
     ],
 )

@@ -1,9 +1,10 @@
 """Capture files (pcap and pcapng) as chunks of packet index arrays.
 
-A chunk is ``(ts_us, offset, caplen, linktype)``: one row per packet record, offsets into
-the memory-mapped file, timestamps in microseconds since the epoch (nanosecond files are
-truncated to microseconds, as libpcap delivers them by default). The file is mapped, not
-read, so memory stays bounded by the chunk size whatever the capture's length.
+A chunk is ``(ts_ns, offset, caplen, linktype)``: one row per packet record, offsets into
+the memory-mapped file, timestamps in nanoseconds since the epoch (YAF 2.16 asks libpcap
+for nanosecond precision too). The file is mapped, not read, and pages behind the last
+chunk are released, so memory stays bounded by the chunk size whatever the capture's
+length.
 
 A record that runs past the end of the file, or claims an impossible length, ends the
 reading with a counter (``capture_truncated`` / ``capture_corrupt``) instead of an
@@ -56,13 +57,13 @@ class CaptureError(ValueError):
 class Chunk:
     """Up to ``chunk`` packet records: where each is in the mapped file and when."""
 
-    ts_us: np.ndarray
+    ts_ns: np.ndarray
     offset: np.ndarray
     caplen: np.ndarray
     linktype: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.ts_us)
+        return len(self.ts_ns)
 
 
 @dataclass
@@ -73,13 +74,17 @@ class _Interfaces:
     tsexp: list[int] = field(default_factory=list)
 
 
-def _to_us(ts: int, tsexp: int) -> int:
+def _to_ns(ts: int, tsexp: int) -> int:
+    """A pcapng timestamp in nanoseconds, wrapped to int64 as the C scanner computes it."""
     if tsexp >= 0:
-        if tsexp >= 6:
-            return ts // 10 ** (tsexp - 6)
-        return ts * 10 ** (6 - tsexp)
-    shift = -tsexp
-    return (ts >> shift) * 1_000_000 + (((ts & ((1 << shift) - 1)) * 1_000_000) >> shift)
+        if tsexp >= 9:
+            ns = ts // 10 ** (tsexp - 9) if tsexp - 9 <= 19 else 0
+        else:
+            ns = ts * 10 ** (9 - tsexp)
+    else:
+        shift = -tsexp
+        ns = (ts >> shift) * 10**9 + (((ts & ((1 << shift) - 1)) * 10**9) >> shift)
+    return ((ns + 2**63) % 2**64) - 2**63
 
 
 def _idb_tsexp(body: bytes, order: str) -> int:
@@ -91,7 +96,7 @@ def _idb_tsexp(body: bytes, order: str) -> int:
             break
         if code == 9 and length >= 1:
             value = body[pos + 4]
-            return -(value & 0x7F) if value & 0x80 else value
+            return -min(value & 0x7F, 63) if value & 0x80 else value
         pos += 4 + ((length + 3) & ~3)
     return 6
 
@@ -101,8 +106,12 @@ class Capture:
 
     def __init__(self, path: str | Path, *, use_native: bool = True):
         self.path = Path(path)
-        self.counters = {"records": 0, "capture_truncated": 0, "capture_corrupt": 0,
-                         "pcapng_skipped_blocks": 0}
+        self.counters = {
+            "records": 0,
+            "capture_truncated": 0,
+            "capture_corrupt": 0,
+            "pcapng_skipped_blocks": 0,
+        }
         self._native = native.lib if use_native and native.available() else None
         try:
             with open(self.path, "rb") as handle:
@@ -113,6 +122,16 @@ class Capture:
         except OSError as exc:
             raise CaptureError(f"{self.path}: cannot read ({exc.strerror})") from exc
 
+        self._released = 0
+        if hasattr(mmap, "MADV_SEQUENTIAL"):
+            self.buf.madvise(mmap.MADV_SEQUENTIAL)
+        try:
+            self._read_header()
+        except CaptureError:
+            self.buf.close()
+            raise
+
+    def _read_header(self) -> None:
         head = self.buf[:4]
         if head in PCAP_MAGIC:
             self.format = "pcap"
@@ -142,9 +161,19 @@ class Capture:
         else:
             yield from self._pcapng_chunks(chunk)
 
+    def _release(self, pos: int) -> None:
+        """Let the kernel drop the mapped pages before ``pos``: the chunks using them are
+        done, so resident memory does not grow with the capture."""
+        end = pos - pos % mmap.PAGESIZE
+        if end > self._released and hasattr(mmap, "MADV_DONTNEED"):
+            self.buf.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)
+            self._released = end
+
     def _arrays(self, n: int) -> Chunk:
         return Chunk(
-            np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.uint32),
+            np.empty(n, np.int64),
+            np.empty(n, np.int64),
+            np.empty(n, np.uint32),
             np.empty(n, np.uint16),
         )
 
@@ -160,6 +189,7 @@ class Capture:
     def _pcap_chunks(self, chunk: int) -> Iterator[Chunk]:
         pos = 24
         while True:
+            self._release(pos)
             arrays = self._arrays(chunk)
             if self._native is not None:
                 n, pos, status = native.scan_pcap(
@@ -169,14 +199,15 @@ class Capture:
                 n, pos, status = self._scan_pcap_py(pos, arrays)
             self.counters["records"] += n
             if n:
-                yield Chunk(arrays.ts_us[:n], arrays.offset[:n], arrays.caplen[:n],
-                            arrays.linktype[:n])
+                yield Chunk(
+                    arrays.ts_ns[:n], arrays.offset[:n], arrays.caplen[:n], arrays.linktype[:n]
+                )
             if self._finish(status):
                 return
 
     def _scan_pcap_py(self, pos: int, out: Chunk) -> tuple[int, int, int]:
         buf, size, header = self.buf, len(self.buf), struct.Struct(self.order + "IIII")
-        divisor = 1000 if self.nanos else 1
+        scale = 1 if self.nanos else 1000
         n = 0
         while n < len(out):
             if pos == size:
@@ -188,7 +219,7 @@ class Capture:
                 return n, pos, SCAN_CORRUPT
             if pos + 16 + incl > size:
                 return n, pos, SCAN_TRUNCATED
-            out.ts_us[n] = sec * 1_000_000 + frac // divisor
+            out.ts_ns[n] = sec * 1_000_000_000 + frac * scale
             out.offset[n] = pos + 16
             out.caplen[n] = incl
             out.linktype[n] = self.pcap_linktype
@@ -199,18 +230,24 @@ class Capture:
     def _pcapng_chunks(self, chunk: int) -> Iterator[Chunk]:
         pos, interfaces = 0, _Interfaces()
         while True:
+            self._release(pos)
             arrays = self._arrays(chunk)
             if self._native is not None:
                 n, pos, status = native.scan_pcapng(
-                    self.buf, pos, self.order == ">", interfaces.linktype, interfaces.tsexp,
+                    self.buf,
+                    pos,
+                    self.order == ">",
+                    interfaces.linktype,
+                    interfaces.tsexp,
                     arrays,
                 )
             else:
                 n, pos, status = self._scan_pcapng_py(pos, interfaces, arrays)
             self.counters["records"] += n
             if n:
-                yield Chunk(arrays.ts_us[:n], arrays.offset[:n], arrays.caplen[:n],
-                            arrays.linktype[:n])
+                yield Chunk(
+                    arrays.ts_ns[:n], arrays.offset[:n], arrays.caplen[:n], arrays.linktype[:n]
+                )
             if status == SCAN_BLOCK:
                 pos, status = self._pcapng_control_block(pos, interfaces)
             if self._finish(status):
@@ -223,7 +260,7 @@ class Capture:
             return pos, SCAN_TRUNCATED
         kind = struct.unpack_from("<I", buf, pos)[0]
         if kind == PCAPNG_SHB:
-            magic = buf[pos + 8:pos + 12]
+            magic = buf[pos + 8 : pos + 12]
             if magic not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
                 return pos, SCAN_CORRUPT
             self.order = "<" if magic == b"\x4d\x3c\x2b\x1a" else ">"
@@ -235,7 +272,7 @@ class Capture:
         if pos + length > size:
             return pos, SCAN_TRUNCATED
         if kind == PCAPNG_IDB and length >= 20:
-            body = bytes(buf[pos + 8:pos + length - 4])
+            body = bytes(buf[pos + 8 : pos + length - 4])
             interfaces.linktype.append(struct.unpack_from(self.order + "H", body, 0)[0])
             interfaces.tsexp.append(_idb_tsexp(body, self.order))
         elif kind != PCAPNG_SHB:
@@ -265,7 +302,7 @@ class Capture:
                 iface, _, high, low, incl = struct.unpack_from(order + "HHIII", buf, pos + 8)
             if iface >= len(interfaces.linktype) or 28 + incl + 4 > length:
                 return n, pos, SCAN_CORRUPT
-            out.ts_us[n] = _to_us((high << 32) | low, interfaces.tsexp[iface])
+            out.ts_ns[n] = _to_ns((high << 32) | low, interfaces.tsexp[iface])
             out.offset[n] = pos + 28
             out.caplen[n] = incl
             out.linktype[n] = interfaces.linktype[iface]

@@ -1,14 +1,16 @@
 """One packet's flow key and sizes, decoded the way YAF's decoder does (Python fallback).
 
-Ethernet with any number of 802.1Q tags (the innermost VLAN id, 12 bits, joins the key),
-then IPv4 or IPv6 (IPv6 hop-by-hop, routing and destination options headers skipped),
-then TCP, UDP, ICMP/ICMPv6 (type and code in the destination port, source port 0) or
+Ethernet with any number of 802.1Q tags (0x8100; the innermost VLAN id, 12 bits, joins
+the key; like YAF, no other tag type is unwrapped), then IPv4 or IPv6 (IPv6 hop-by-hop,
+routing and destination options headers skipped), then TCP, UDP, ICMP/ICMPv6 (type and code in the destination port, source port 0) or
 any other protocol with ports 0. The capture length is first cut to the IP total length,
 so Ethernet padding never counts. ``datalen`` is YAF's payload: IP total length minus
 the IP headers and the transport header.
 
 A packet that cannot be decoded gives one of ``DROP_REASONS`` (its index) instead; the
-C decoder in ``_meter.c`` uses the same numbering.
+C decoder in ``_meter_decode.c`` uses the same numbering. IPv4 fragments are decoded for
+reassembly (``fragments.py``); IPv6 fragments are skipped: the YAF decoder's published
+source marks every IPv6 fragment as followed by more, so YAF never completes one either.
 """
 
 import struct
@@ -21,16 +23,15 @@ DROP_REASONS = (
     "truncated_transport",
     "malformed_ip",
     "not_ip",
-    "fragment",
+    "ipv6_fragment",
     "unsupported_linktype",
     "ipv6_no_next_header",
 )
 TRUNCATED_L2, TRUNCATED_IP, TRUNCATED_L4, MALFORMED_IP = 1, 2, 3, 4
-NOT_IP, FRAGMENT, UNSUPPORTED_LINKTYPE, NO_NEXT_HEADER = 5, 6, 7, 8
+NOT_IP, IPV6_FRAGMENT_SKIPPED, UNSUPPORTED_LINKTYPE, NO_NEXT_HEADER = 5, 6, 7, 8
 
 LINKTYPE_ETHERNET = 1
 ETHERTYPE_VLAN = 0x8100
-ETHERTYPE_QINQ = 0x88A8
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
 PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_ICMP6 = 6, 17, 1, 58
@@ -43,25 +44,27 @@ _U16 = struct.Struct(">H")
 
 
 def decode(buf, off: int, caplen: int, linktype: int):
-    """``(version, proto, sp, dp, vlan, src, dst, iplen, datalen, tcpflags, smac, dmac)``
-    for a meterable packet, else the index of its drop reason."""
+    """``(version, proto, sp, dp, vlan, src, dst, iplen, datalen, tcpflags, smac, dmac,
+    frag)`` for a meterable packet, else the index of its drop reason. ``frag`` is None,
+    or for an IPv4 fragment ``(ipid, offset, more, ip header length, transport header
+    length)`` (no transport header is decoded past the first fragment)."""
     if linktype != LINKTYPE_ETHERNET:
         return UNSUPPORTED_LINKTYPE
     if caplen < 14:
         return TRUNCATED_L2
     end = off + caplen
-    dmac = int.from_bytes(buf[off:off + 6], "big")
-    smac = int.from_bytes(buf[off + 6:off + 12], "big")
+    dmac = int.from_bytes(buf[off : off + 6], "big")
+    smac = int.from_bytes(buf[off + 6 : off + 12], "big")
     ethertype = _U16.unpack_from(buf, off + 12)[0]
     pos, vlan = off + 14, 0
-    while ethertype in (ETHERTYPE_VLAN, ETHERTYPE_QINQ):
+    while ethertype == ETHERTYPE_VLAN:
         if pos + 4 > end:
             return TRUNCATED_L2
         vlan = _U16.unpack_from(buf, pos)[0] & 0x0FFF
         ethertype = _U16.unpack_from(buf, pos + 2)[0]
         pos += 4
 
-    ip_start = pos
+    ip_start, frag = pos, None
     if ethertype == ETHERTYPE_IPV4:
         if pos + 20 > end:
             return TRUNCATED_IP
@@ -71,14 +74,14 @@ def decode(buf, off: int, caplen: int, linktype: int):
             return MALFORMED_IP
         if pos + header > end:
             return TRUNCATED_IP
-        iplen, fragment = struct.unpack_from(">H2xH", buf, pos + 2)
+        iplen, ipid, fragment = struct.unpack_from(">HHH", buf, pos + 2)
         if iplen < header:
             return MALFORMED_IP
         if fragment & 0x3FFF:
-            return FRAGMENT
+            frag = (ipid, (fragment & 0x1FFF) * 8, bool(fragment & 0x2000), header)
         proto = buf[pos + 9]
-        src = V4_MAPPED + bytes(buf[pos + 12:pos + 16])
-        dst = V4_MAPPED + bytes(buf[pos + 16:pos + 20])
+        src = V4_MAPPED + bytes(buf[pos + 12 : pos + 16])
+        dst = V4_MAPPED + bytes(buf[pos + 16 : pos + 20])
         version, end = 4, min(end, pos + iplen)
         pos += header
     elif ethertype == ETHERTYPE_IPV6:
@@ -88,7 +91,7 @@ def decode(buf, off: int, caplen: int, linktype: int):
             return MALFORMED_IP
         iplen = _U16.unpack_from(buf, pos + 4)[0] + 40
         proto = buf[pos + 6]
-        src, dst = bytes(buf[pos + 8:pos + 24]), bytes(buf[pos + 24:pos + 40])
+        src, dst = bytes(buf[pos + 8 : pos + 24]), bytes(buf[pos + 24 : pos + 40])
         version, end = 6, min(end, pos + iplen)
         pos += 40
         while proto in IPV6_EXTENSIONS:
@@ -100,13 +103,16 @@ def decode(buf, off: int, caplen: int, linktype: int):
             proto = buf[pos]
             pos += length
         if proto == IPV6_FRAGMENT:
-            return FRAGMENT
+            return IPV6_FRAGMENT_SKIPPED
         if proto == IPV6_NO_NEXT:
             return NO_NEXT_HEADER
     else:
         return NOT_IP
 
     sp = dp = flags = 0
+    if frag is not None and frag[1]:
+        return (version, proto, 0, 0, vlan, src, dst, iplen, 0, 0, smac, dmac, frag + (0,))
+    l4_start = pos
     if proto == PROTO_TCP:
         if pos + 20 > end:
             return TRUNCATED_L4
@@ -130,4 +136,6 @@ def decode(buf, off: int, caplen: int, linktype: int):
         pos += 8
 
     datalen = iplen - (pos - ip_start)
-    return (version, proto, sp, dp, vlan, src, dst, iplen, datalen, flags, smac, dmac)
+    if frag is not None:
+        frag += (pos - l4_start,)
+    return (version, proto, sp, dp, vlan, src, dst, iplen, datalen, flags, smac, dmac, frag)

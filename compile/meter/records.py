@@ -1,7 +1,7 @@
 """Raw per-flow accumulators and their conversion to YAF's exported values.
 
 Both flow-table engines (the C one and the Python fallback) emit one ``RAW_DTYPE`` row
-per closed flow: the key, times in microseconds, and per direction the running sums YAF
+per closed flow: the key, times in nanoseconds, and per direction the running sums YAF
 keeps while a flow is open (packet and octet totals, payload totals, the first ten
 inter-arrival gaps and the first ten non-empty payload sizes). ``finalize`` then derives
 what YAF 2.16 writes with ``--flow-stats --mac``, with YAF's integer arithmetic:
@@ -56,8 +56,8 @@ DIRECTION_DTYPE = np.dtype(
 #: ``_meter.c`` (aligned, field for field).
 RAW_DTYPE = np.dtype(
     [
-        ("start_us", np.int64),
-        ("end_us", np.int64),
+        ("start_ns", np.int64),
+        ("end_ns", np.int64),
         ("smac", np.uint64),
         ("dmac", np.uint64),
         ("src", np.uint8, (16,)),
@@ -129,8 +129,8 @@ def finalize(raw: np.ndarray, observation_domain: int = 0) -> np.ndarray:
     if len(raw) == 0:
         return flows
 
-    flows["flowStartMilliseconds"] = raw["start_us"] // 1000
-    flows["flowEndMilliseconds"] = raw["end_us"] // 1000
+    flows["flowStartMilliseconds"] = raw["start_ns"] // 1_000_000
+    flows["flowEndMilliseconds"] = raw["end_ns"] // 1_000_000
     flows["ipVersion"] = raw["version"]
     flows["protocolIdentifier"] = raw["proto"]
     flows["sourceTransportPort"] = raw["sp"]

@@ -3,15 +3,22 @@
 YAF 2.16's flow table rules, per packet in capture order:
 
 - a packet older than the newest one seen is out of sequence: counted and skipped;
-- flows idle for more than the idle timeout are closed (reason idle);
+- IPv4 fragments go to the fragment table (``fragments.py``) and the datagrams it
+  completes are metered like packets;
 - the packet's key is looked up, then its reverse (source and destination swapped, ports
   too except for ICMP, whose type/code stays in the destination port); a hit on the
   reverse key makes the packet part of that flow's reverse direction;
 - a flow whose start is more than the active timeout before the packet is closed (reason
-  active) and the packet starts a new flow, in its own direction;
+  active), else one whose last packet is more than the idle timeout before it (reason
+  idle); either way the packet starts a new flow, in its own direction;
 - a new flow takes its MAC addresses from its first packet;
 - TCP: RST closes the flow; so do FIN in both directions each acknowledged by the
   other side (reason end of flow), after the packet is counted;
+- YAF reads its capture 64 records at a time and after each batch flushes the table:
+  when 5 s of capture time have passed since the last flush, or 2500 flows closed since,
+  it closes every flow idle for more than the idle timeout (reason idle). The batches
+  are simulated record for record, because which of idle and active a flow ends with
+  depends on them;
 - at the end of the capture, flows idle for more than the idle timeout close as idle,
   the rest as forced.
 
@@ -26,6 +33,7 @@ from collections import OrderedDict
 import numpy as np
 
 from compile.meter import decode as dec
+from compile.meter.fragments import FRAGMENT_COUNTERS, FragmentTable
 from compile.meter.records import (
     END_ACTIVE,
     END_CLOSED,
@@ -41,10 +49,27 @@ TCP_FIN, TCP_RST, TCP_ACK = 0x01, 0x04, 0x10
 STATE_RST, STATE_FFIN, STATE_RFIN, STATE_FFINACK, STATE_RFINACK = 1, 2, 4, 8, 16
 STATE_ALL_FIN = STATE_FFIN | STATE_RFIN | STATE_FFINACK | STATE_RFINACK
 
+#: YAF's capture loop: records per batch, and when a batch's end flushes idle flows.
+BATCH = 64
+FLUSH_DELAY = 5_000_000_000
+FLUSH_PENDING = 2500
+
 
 class _Direction:
-    __slots__ = ("pkt", "oct", "payoct", "aitime", "nonempty", "small", "large", "first",
-                 "maxsize", "ia", "psize", "ltime")
+    __slots__ = (
+        "aitime",
+        "first",
+        "ia",
+        "large",
+        "ltime",
+        "maxsize",
+        "nonempty",
+        "oct",
+        "payoct",
+        "pkt",
+        "psize",
+        "small",
+    )
 
     def __init__(self):
         self.pkt = self.oct = self.payoct = self.aitime = 0
@@ -54,12 +79,23 @@ class _Direction:
     def row(self) -> tuple:
         ia = self.ia + [0] * (KEPT - len(self.ia))
         psize = self.psize + [0] * (KEPT - len(self.psize))
-        return (self.pkt, self.oct, self.payoct, self.aitime, self.nonempty, self.small,
-                self.large, self.first, self.maxsize, ia, psize)
+        return (
+            self.pkt,
+            self.oct,
+            self.payoct,
+            self.aitime,
+            self.nonempty,
+            self.small,
+            self.large,
+            self.first,
+            self.maxsize,
+            ia,
+            psize,
+        )
 
 
 class _Flow:
-    __slots__ = ("key", "start", "end", "smac", "dmac", "state", "pktdir", "fwd", "rev")
+    __slots__ = ("dmac", "end", "fwd", "key", "pktdir", "rev", "smac", "start", "state")
 
     def __init__(self, key: tuple, t: int, smac: int, dmac: int):
         self.key, self.start, self.end = key, t, t
@@ -78,57 +114,102 @@ def _reverse(key: tuple) -> tuple:
 class PyMeter:
     """Flow table fed with packet chunks; closed flows come out of ``drain()``."""
 
-    def __init__(self, idle_us: int, active_us: int):
-        self.idle_us, self.active_us = idle_us, active_us
+    def __init__(self, idle_ns: int, active_ns: int):
+        self.idle, self.active = idle_ns, active_ns
         self.flows: OrderedDict[tuple, _Flow] = OrderedDict()
         self.closed: list[tuple] = []
         self.ctime = None
-        self.counters = {name: 0 for name in dec.DROP_REASONS}
-        self.counters["out_of_sequence"] = 0
+        self.flush_time = None
+        self.batch = self.pending = 0
+        self.counters = {name: 0 for name in dec.DROP_REASONS + ("out_of_sequence",)}
+        self.counters.update({name: 0 for name in FRAGMENT_COUNTERS})
+        self.fragments = FragmentTable(self.counters)
 
-    def feed(self, buf, ts_us, offset, caplen, linktype) -> None:
+    def feed(self, buf, ts_ns, offset, caplen, linktype) -> None:
         """Decode and meter one chunk of packet records."""
         counters = self.counters
-        for t, off, n, lt in zip(ts_us.tolist(), offset.tolist(), caplen.tolist(),
-                                 linktype.tolist()):
+        for t, off, n, lt in zip(
+            ts_ns.tolist(), offset.tolist(), caplen.tolist(), linktype.tolist()
+        ):
             packet = dec.decode(buf, off, n, lt)
             if isinstance(packet, int):
                 counters[dec.DROP_REASONS[packet]] += 1
-                continue
-            if self.ctime is not None and t < self.ctime:
-                counters["out_of_sequence"] += 1
-                continue
-            counters["metered"] += 1
-            self.ctime = t
-            self._packet(t, packet)
+            elif packet[-1] is not None:
+                whole = self.fragments.add(t, packet)
+                if whole is not None:
+                    self._accept(t, whole, "reassembled")
+            else:
+                self._accept(t, packet, "metered")
+            self.batch += 1
+            if self.batch == BATCH:
+                self._flush()
 
-    def _expire(self, t: int) -> None:
+    def _accept(self, t: int, packet: tuple, counter: str) -> None:
+        if self.ctime is not None and t < self.ctime:
+            key = "out_of_sequence" if counter == "metered" else counter + "_out_of_sequence"
+            self.counters[key] += 1
+            return
+        self.counters[counter] += 1
+        self.ctime = t
+        self._packet(t, packet)
+
+    def _flush(self) -> None:
+        self.batch = 0
+        if (
+            self.flush_time is not None
+            and self.ctime - self.flush_time <= FLUSH_DELAY
+            and self.pending < FLUSH_PENDING
+        ):
+            return
+        self.flush_time = self.ctime
+        self._expire()
+        self.pending = 0
+
+    def _expire(self) -> None:
         flows = self.flows
         while flows:
             flow = next(iter(flows.values()))
-            if t - flow.end <= self.idle_us:
+            if self.ctime - flow.end <= self.idle:
                 return
             self._close(flow, END_IDLE)
 
     def _close(self, flow: _Flow, reason: int) -> None:
+        self.pending += 1
         del self.flows[flow.key]
         version, proto, sp, dp, vlan, src, dst = flow.key
-        self.closed.append((
-            flow.start, flow.end, flow.smac, flow.dmac, list(src), list(dst), sp, dp, vlan,
-            proto, version, reason, flow.pktdir, [0] * 6, flow.fwd.row(), flow.rev.row(),
-        ))
+        self.closed.append(
+            (
+                flow.start,
+                flow.end,
+                flow.smac,
+                flow.dmac,
+                list(src),
+                list(dst),
+                sp,
+                dp,
+                vlan,
+                proto,
+                version,
+                reason,
+                flow.pktdir,
+                [0] * 6,
+                flow.fwd.row(),
+                flow.rev.row(),
+            )
+        )
 
     def _packet(self, t: int, packet: tuple) -> None:
-        version, proto, sp, dp, vlan, src, dst, iplen, datalen, flags, smac, dmac = packet
+        version, proto, sp, dp, vlan, src, dst, iplen, datalen, flags, smac, dmac, _ = packet
         key = (version, proto, sp, dp, vlan, src, dst)
-        self._expire(t)
-
         flow, reverse = self.flows.get(key), False
         if flow is None:
             flow = self.flows.get(_reverse(key))
             reverse = flow is not None
-        if flow is not None and t - flow.start > self.active_us:
+        if flow is not None and t - flow.start > self.active:
             self._close(flow, END_ACTIVE)
+            flow = None
+        elif flow is not None and t - flow.end > self.idle:
+            self._close(flow, END_IDLE)
             flow = None
         if flow is None:
             flow, reverse = _Flow(key, t, smac, dmac), False
@@ -154,7 +235,7 @@ class PyMeter:
         flow.end = t
         gap = 0
         if d.ltime is not None:
-            gap = (t - d.ltime) // 1000
+            gap = ((t - d.ltime) // 1_000_000) & 0xFFFFFFFF
             d.aitime += gap
         if 2 <= d.pkt <= KEPT + 1:
             d.ia.append(gap)
@@ -182,8 +263,11 @@ class PyMeter:
 
     def finish(self) -> None:
         """Close every open flow, as YAF does at the end of its input."""
+        if self.batch:
+            self._flush()
+        self.fragments.finish()
         if self.ctime is not None:
-            self._expire(self.ctime)
+            self._expire()
         while self.flows:
             self._close(next(iter(self.flows.values())), END_FORCED)
 
