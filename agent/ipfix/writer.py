@@ -13,18 +13,20 @@ The low-level helpers (``template_record``, ``encode_value``, ``encode_message``
 build arbitrary messages with every RFC 7011 data type, for tests and round trips.
 """
 
+import bisect
+import functools
 import ipaddress
 import logging
+import operator
 import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from agent.ipfix.elements import VARLEN, by_name, lookup
+from agent.ipfix.elements import VARLEN, by_name
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,10 @@ YAF_RLE_MAX = 1 << 31
 _UNREGISTERED = {"reverseFlowDeltaMicroseconds": (6871, 41)}
 _CHUNK = 1 << 15
 _COUNTERS = (
-    "octetTotalCount", "packetTotalCount", "reverseOctetTotalCount", "reversePacketTotalCount"
+    "octetTotalCount",
+    "packetTotalCount",
+    "reverseOctetTotalCount",
+    "reversePacketTotalCount",
 )
 
 
@@ -144,7 +149,7 @@ def encode_value(dtype: str, value, length: int | None = None) -> bytes:
     (``length`` None or 0xFFFF) return the bare octets: wrap them with ``varlen``.
     """
     size = None if length in (None, VARLEN) else length
-    if dtype.startswith("unsigned") or dtype.startswith("signed"):
+    if dtype.startswith(("unsigned", "signed")):
         bits = int(dtype.removeprefix("un").removeprefix("signed"))
         return int(value).to_bytes(size or bits // 8, "big", signed=dtype[0] == "s")
     if dtype in ("float32", "float64"):
@@ -180,6 +185,7 @@ def _encode_time(dtype: str, value) -> bytes:
 
 
 def _main_fields(bi: bool, fle: bool, v6: bool) -> list[tuple[str, int]]:
+    """YAF's main template without its list; a negative size marks a biflow-only field."""
     counter = 8 if fle else 4
     ip = ("IPv6Address", 16) if v6 else ("IPv4Address", 4)
     out = [
@@ -199,6 +205,7 @@ def _main_fields(bi: bool, fle: bool, v6: bool) -> list[tuple[str, int]]:
 
 
 def _tcp_fields(bi: bool) -> list[tuple[str, int]]:
+    """YAF's TCP sub-record (flags and initial sequence numbers)."""
     out = [("tcpSequenceNumber", 4), ("initialTCPFlags", 1), ("unionTCPFlags", 1)]
     if bi:
         out += [("reverseInitialTCPFlags", 1), ("reverseUnionTCPFlags", 1)]
@@ -217,6 +224,7 @@ _STATS = [
 
 
 def _stats_fields(bi: bool) -> list[tuple[str, int]]:
+    """YAF's flow statistics sub-record; the biflow form pads both halves to 8 octets."""
     out = _STATS + [("firstEightNonEmptyPacketDirections", 1)]
     if bi:
         out += [("paddingOctets", 1)]
@@ -237,7 +245,7 @@ def yaf_templates(bi: bool, fle: bool, v6: bool) -> dict[int, list[tuple[str, in
     }
 
 
-@lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)
 def _layout(bi: bool, fle: bool, v6: bool, tcp: bool, stats: bool):
     """(main template id, record dtype, [(dtype key, element name)], constant fields)."""
     templates = yaf_templates(bi, fle, v6)
@@ -285,22 +293,22 @@ def _ms_to_ntp(ms: np.ndarray) -> np.ndarray:
     return (seconds << np.uint64(32)) | fraction.astype(np.uint64)
 
 
-def _column(flows: np.ndarray, name: str):
-    """The values of template element ``name`` for these rows, or None (sent as 0)."""
+def _column(flows: np.ndarray, rows: np.ndarray, name: str):
+    """The values of template element ``name`` for ``rows`` of the table, or None (0)."""
     have = flows.dtype.names
     if name in ("flowStartMicroseconds", "flowEndMicroseconds"):
-        return _ms_to_ntp(flows[name.replace("Micro", "Milli")])
+        return _ms_to_ntp(flows[name.replace("Micro", "Milli")][rows])
     if name.endswith("IPv4Address"):
-        octets = np.ascontiguousarray(flows[name.replace("IPv4", "")][:, 12:])
+        octets = np.ascontiguousarray(flows[name.replace("IPv4", "")][rows, 12:])
         return octets.view(">u4")[:, 0]
     if name.endswith("IPv6Address"):
-        return flows[name.replace("IPv6", "")]
+        return flows[name.replace("IPv6", "")][rows]
     if name.endswith("MacAddress"):
-        raw = flows[name].astype(">u8").view(np.uint8).reshape(-1, 8)
+        raw = flows[name][rows].astype(">u8").view(np.uint8).reshape(-1, 8)
         return raw[:, 2:]
     if name == "reverseFlowDeltaMicroseconds" and "reverseFlowDeltaMilliseconds" in have:
-        return flows["reverseFlowDeltaMilliseconds"].astype(np.uint64) * 1000
-    return flows[name] if name in have else None
+        return flows["reverseFlowDeltaMilliseconds"][rows].astype(np.uint64) * 1000
+    return flows[name][rows] if name in have else None
 
 
 def _classes(flows: np.ndarray, with_stats: bool) -> tuple[np.ndarray, ...]:
@@ -317,7 +325,11 @@ def _classes(flows: np.ndarray, with_stats: bool) -> tuple[np.ndarray, ...]:
 
 
 def _record_rows(flows: np.ndarray, with_stats: bool, pad: int):
-    """Records as rows of a matrix, ``pad`` free octets before each; sizes; template ids."""
+    """Records as matrix rows after ``pad`` free octets; sizes; template ids; layout bits.
+
+    A record's layout bit is ``1 << (biflow | full-length << 1 | IPv6 << 2)``: the
+    templates a set of records needs follow from the OR of their bits.
+    """
     flags = _classes(flows, with_stats)
     code = sum(f.astype(np.int64) << i for i, f in enumerate(flags))
     groups = []
@@ -331,41 +343,71 @@ def _record_rows(flows: np.ndarray, with_stats: bool, pad: int):
 
     for key, rows in groups:
         main_id, dtype, sources, consts = _layout(*key)
-        part = flows[rows]
         records = np.zeros(len(rows), dtype)
         for field, name in sources:
-            values = _column(part, name)
+            values = _column(flows, rows, name)
             if values is not None:
                 records[field] = values
         for field, value in consts:
             records[field] = value
-        matrix[rows, pad : pad + dtype.itemsize] = records.view(np.uint8).reshape(len(rows), -1)
+        raw = records.view(np.uint8).reshape(len(rows), -1)
+        if len(groups) == 1:
+            matrix[:, pad : pad + dtype.itemsize] = raw
+        else:
+            matrix[rows, pad : pad + dtype.itemsize] = raw
         sizes[rows], tids[rows] = dtype.itemsize, main_id
-    return matrix, sizes, tids
+    return matrix, sizes, tids, np.left_shift(1, code & 7)
 
 
-def _message_starts(sizes: np.ndarray, run_start: np.ndarray, budget: int) -> np.ndarray:
-    """First record of each message, filling each message greedily up to ``budget``."""
+@functools.lru_cache(maxsize=256)
+def _template_set(layouts: int) -> bytes:
+    """A template set with every template the layouts in the bit mask ``layouts`` need."""
+    subs, mains = {}, {}
+    for code in range(8):
+        if layouts >> code & 1:
+            key = (bool(code & 1), bool(code & 2), bool(code & 4))
+            for tid, fields in yaf_templates(*key).items():
+                (mains if tid < YAF_TCP_TID else subs)[tid] = fields
+    records = [template_record(t, f) for t, f in sorted(subs.items()) + sorted(mains.items())]
+    return template_set(records)
+
+
+def _message_starts(sizes, run_start, bits, mtu: int, every: bool) -> tuple[list, list]:
+    """First record of each message and its template set, filling messages greedily.
+
+    With ``every`` a message carries the templates of the layouts in it; the room they
+    take is found by shrinking the message until its templates and records fit.
+    """
     cost = np.zeros(len(sizes) + 1, np.int64)
     np.cumsum(sizes + 4 * run_start, out=cost[1:])
-    starts, i, n = [], 0, len(sizes)
+    cost, sizes, run_start, bits = (a.tolist() for a in (cost, sizes, run_start, bits))
+    starts, tsets, i, n = [], [], 0, len(sizes)
     while i < n:
-        limit = cost[i] + budget - (0 if run_start[i] else 4)
-        j = int(np.searchsorted(cost, limit, side="right")) - 1
-        if j <= i:
-            raise ValueError(f"a record of {sizes[i]} octets does not fit the mtu")
+        mask, tset = bits[i], b""
+        while True:
+            if every:
+                tset = _template_set(mask)
+            limit = cost[i] + mtu - 16 - len(tset) - (0 if run_start[i] else 4)
+            j = bisect.bisect_right(cost, limit) - 1
+            if j <= i:
+                raise ValueError(f"a record of {sizes[i]} octets does not fit the mtu {mtu}")
+            grown = functools.reduce(operator.or_, bits[i:j], mask) if every else mask
+            if grown == mask:
+                break
+            mask = grown
         starts.append(i)
+        tsets.append(tset)
         i = j
-    return np.array(starts, np.int64)
+    return starts, tsets
 
 
-def _chunk_messages(flows, header: dict, with_stats: bool, mtu: int, templates: bytes):
+def _chunk_messages(flows, header: dict, with_stats: bool, mtu: int, every: bool):
     """The messages of one chunk of records; a message never spans two chunks."""
-    matrix, sizes, tids = _record_rows(flows, with_stats, pad=4)
+    matrix, sizes, tids, bits = _record_rows(flows, with_stats, pad=4)
     n = len(flows)
     run_start = np.ones(n, bool)
     run_start[1:] = tids[1:] != tids[:-1]
-    starts = _message_starts(sizes, run_start, mtu - 16 - len(templates))
+    starts, tsets = _message_starts(sizes, run_start, bits, mtu, every)
 
     set_start = run_start.copy()
     set_start[starts] = True
@@ -375,38 +417,26 @@ def _chunk_messages(flows, header: dict, with_stats: bool, mtu: int, templates: 
     matrix[heads, 0:2] = (tids[heads].astype(">u2")).view(np.uint8).reshape(-1, 2)
     matrix[heads, 2:4] = (set_length.astype(">u2")).view(np.uint8).reshape(-1, 2)
 
-    column = np.arange(matrix.shape[1])
-    keep = (column >= 4 * ~set_start[:, None]) & (column < 4 + sizes[:, None])
-    body = matrix[keep].tobytes()
+    skip = (4 * ~set_start).astype(np.uint16)
+    span = (sizes + 4 * set_start).astype(np.uint16)
+    column = np.arange(matrix.shape[1], dtype=np.uint16)
+    body = matrix[(column - skip[:, None]) < span[:, None]].tobytes()
     ends = np.zeros(n + 1, np.int64)
     np.cumsum(sizes + 4 * set_start, out=ends[1:])
-    bounds = np.append(starts, n)
-    for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+    bounds = starts + [n]
+    for first, last, tset in zip(bounds[:-1], bounds[1:], tsets):
         a, b = int(ends[first]), int(ends[last])
         head = struct.pack(
-            "!HHIII", VERSION, 16 + len(templates) + b - a, header["export_time"],
+            "!HHIII", VERSION, 16 + len(tset) + b - a, header["export_time"],
             (header["sequence"] + first) & 0xFFFFFFFF, header["domain"],
         )  # fmt: skip
-        yield head + templates + body[a:b]
-
-
-def _templates_used(flows: np.ndarray) -> bytes:
-    """A template set with every template the records' layouts need."""
-    bi, fle, v6, _, _ = _classes(flows, True)
-    code = np.unique(bi.astype(int) | fle.astype(int) << 1 | v6.astype(int) << 2)
-    keys = [(bool(c & 1), bool(c & 2), bool(c & 4)) for c in code.tolist()]
-    subs, mains = {}, {}
-    for key in keys:
-        for tid, fields in yaf_templates(*key).items():
-            (mains if tid < YAF_TCP_TID else subs)[tid] = fields
-    records = [template_record(t, f) for t, f in sorted(subs.items()) + sorted(mains.items())]
-    return template_set(records)
+        yield head + tset + body[a:b]
 
 
 def yaf_messages(
     flows: np.ndarray,
     *,
-    domain: int = 0,
+    domain: int | None = 0,
     export_time: int | None = None,
     mtu: int = MAX_MESSAGE,
     with_stats: bool = True,
@@ -419,8 +449,18 @@ def yaf_messages(
     headers). ``templates`` is "once" (a template message first, as in a file) or
     "every" (a template set at the head of each message, for UDP); by default "every"
     when ``mtu`` is below 65535. Sequence numbers count data records (RFC 7011) from
-    ``sequence_start``; ``export_time`` defaults to now (unix seconds).
+    ``sequence_start``; ``export_time`` defaults to now (unix seconds). With ``domain``
+    None each record goes to the observation domain its ``observationDomainId`` names,
+    one domain after the other, each with its own sequence numbers.
     """
+    if domain is None:
+        domains = flows["observationDomainId"]
+        for value in dict.fromkeys(domains.tolist()):
+            yield from yaf_messages(
+                flows[domains == value], domain=value, export_time=export_time, mtu=mtu,
+                with_stats=with_stats, sequence_start=sequence_start, templates=templates,
+            )  # fmt: skip
+        return
     mtu = min(int(mtu), MAX_MESSAGE)
     mode = templates or ("every" if mtu < MAX_MESSAGE else "once")
     if mode not in ("once", "every"):
@@ -428,14 +468,16 @@ def yaf_messages(
     if len(flows) == 0:
         return
     when = int(time.time()) if export_time is None else int(export_time)
-    tset = _templates_used(flows)
     if mode == "once":
+        bi, fle, v6, _, _ = _classes(flows, with_stats)
+        codes = np.unique(bi.astype(int) | fle.astype(int) << 1 | v6.astype(int) << 2)
+        tset = _template_set(sum(1 << int(c) for c in codes))
         yield encode_message([tset], domain=domain, export_time=when, sequence=sequence_start)
-        tset = b""
 
     for start in range(0, len(flows), _CHUNK):
         header = {"export_time": when, "domain": domain, "sequence": sequence_start + start}
-        yield from _chunk_messages(flows[start : start + _CHUNK], header, with_stats, mtu, tset)
+        chunk = flows[start : start + _CHUNK]
+        yield from _chunk_messages(chunk, header, with_stats, mtu, mode == "every")
 
 
 def write_yaf_file(path: str | Path, flows: np.ndarray, **kw) -> int:
