@@ -45,7 +45,7 @@ class UnknownTarget(ValueError):
 def host_triple() -> str:
     """The triple of the library this Python process can load."""
     machine = platform.machine().lower()
-    if machine.startswith("arm") or machine.startswith("mips"):
+    if machine.startswith(("arm", "mips")):
         return elf_triple(Path(sys.executable))
     return triple_for(machine, sys.byteorder)
 
@@ -87,7 +87,9 @@ def elf_triple(path: Path) -> str:
             return triple_for("arm", byteorder, soft_float=not flags & EF_ARM_ABI_FLOAT_HARD)
         if machine == EM_MIPS and not is64:
             return triple_for("mips", byteorder, soft_float=_mips_soft_float(f, head, order))
-    raise UnknownTarget(f"{path}: ELF machine {machine} ({'64' if is64 else '32'}-bit) unsupported")
+    raise UnknownTarget(
+        f"{path}: ELF machine {machine} ({'64' if is64 else '32'}-bit) unsupported"
+    )
 
 
 def _mips_soft_float(f, head: bytes, order: str) -> bool:

@@ -109,7 +109,9 @@ def build_library(
 
 def _run(cmd: list[str], step: str) -> None:
     """Run a compiler step; CrossError with the compiler's own words when it fails."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+    proc = subprocess.run(
+        cmd, check=False, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}
+    )
     if proc.returncode != 0:
         raise CrossError(f"{step}: {shlex.join(cmd[:3])} ... failed:\n{proc.stderr[-3000:]}")
 
@@ -150,20 +152,26 @@ def add_library(
     relpath = library_relpath(triple)
     final = bundle / relpath
     staged = final.with_name(final.name + ".new")
-    build_library(srcpkg, staged, cc or f"{triple}-gcc", cflags=cflags, jobs=jobs)
     try:
+        build_library(srcpkg, staged, cc or f"{triple}-gcc", cflags=cflags, jobs=jobs)
         built_for = elf_triple(staged)
-    except UnknownTarget as exc:
-        staged.unlink()
+        if built_for != triple:
+            raise CrossError(f"{cc or triple + '-gcc'} built for {built_for}, not {triple}")
+    except (CrossError, UnknownTarget) as exc:
+        staged.unlink(missing_ok=True)
         raise CrossError(str(exc)) from exc
-    if built_for != triple:
-        staged.unlink()
-        raise CrossError(f"{cc or triple + '-gcc'} built for {built_for}, not {triple}")
 
     staged.replace(final)
     files[relpath] = sha256_file(final)
+    provenance = manifest.setdefault("provenance", {})
+    if isinstance(provenance, dict):
+        provenance.setdefault("cross", {})[triple] = {
+            "cc": cc or f"{triple}-gcc",
+            "cflags": list(cflags),
+            "library_bytes": final.stat().st_size,
+        }
     tmp_manifest = bundle / (MANIFEST + ".new")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp_manifest.write_text(json.dumps(manifest, indent=1))
     tmp_manifest.replace(bundle / MANIFEST)
     log.info("added lib=%s sha256=%s", relpath, files[relpath][:12])
     return final
@@ -187,7 +195,10 @@ def verify_library(bundle: Path, triple: str, cc: str, rows: int = 2000, seed: i
         target_exe = cross_check.build_checker(cc, tmp / "target")
         reference = cross_check.run_checker(host_exe, host_lib, rows_file, tmp / "host.txt")
         candidate = cross_check.run_checker(
-            target_exe, bundle / library_relpath(triple), rows_file, tmp / "target.txt",
+            target_exe,
+            bundle / library_relpath(triple),
+            rows_file,
+            tmp / "target.txt",
             triple=triple,
         )
     return cross_check.compare(reference, candidate)
@@ -204,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", type=int, help="parallel compiler processes (default: CPUs)")
     parser.add_argument(
-        "--verify", type=int, metavar="ROWS", default=0,
+        "--verify",
+        type=int,
+        metavar="ROWS",
+        default=0,
         help="compare with the host library on ROWS random rows under qemu-user",
     )
     args = parser.parse_args(argv)
@@ -213,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     cc = args.cc or f"{args.target}-gcc"
     try:
         path = add_library(
-            args.bundle, args.target, cc=cc, cflags=tuple(shlex.split(args.cflags)),
+            args.bundle,
+            args.target,
+            cc=cc,
+            cflags=tuple(shlex.split(args.cflags)),
             jobs=args.jobs,
         )
         print(f"{path} ({path.stat().st_size} bytes)")

@@ -6,9 +6,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import require_tool
+from model_fixtures import tiny_bundle  # noqa: F401
 
 from compile import cross, cross_check
-from tests.conftest import require_tool
 
 TARGETS = ["aarch64-linux-gnu", "arm-linux-gnueabihf", "mipsel-linux-gnu", "mips-linux-gnu"]
 N_FEATURES = 28
@@ -22,13 +23,13 @@ def _rows(rng, n):
 
 @pytest.fixture(scope="module")
 def forest_data():
-    """A small forest (8 trees, at most 24 leaves, 5 classes) and rows it was not fit on."""
+    """A small forest (5 trees, at most 24 leaves, 5 classes) and rows it was not fit on."""
     from sklearn.ensemble import RandomForestClassifier
 
     rng = np.random.default_rng(7)
     X = _rows(rng, 3000)
     y = (np.log10(X[:, 0] + 1) + (X[:, 3] > X[:, 5])).astype(int) % 5
-    forest = RandomForestClassifier(n_estimators=8, max_leaf_nodes=24, random_state=1)
+    forest = RandomForestClassifier(n_estimators=5, max_leaf_nodes=24, random_state=1)
     return forest.fit(X, y), _rows(rng, 2500)
 
 
@@ -82,6 +83,7 @@ def test_cross_library_matches_host_under_qemu(triple, bundle, host_probabilitie
     library = bundle / cross.library_relpath(triple)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["files"][f"lib/{triple}/model.so"] == cross.sha256_file(library)
+    assert manifest["provenance"]["cross"][triple]["cc"] == f"{triple}-gcc"
 
     checker = cross_check.build_checker(cc, tmp_path / "predict_rows")
     proba = cross_check.run_checker(
@@ -89,6 +91,11 @@ def test_cross_library_matches_host_under_qemu(triple, bundle, host_probabilitie
     )
     agreement = cross_check.compare(reference, proba)
     assert agreement.ok(), agreement
+
+    by_row = cross_check.run_checker(
+        checker, library, rows_file, tmp_path / "by_row.txt", triple=triple, entry="predict"
+    )
+    assert cross_check.compare(reference, by_row).ok()
 
 
 def test_wrong_compiler_for_target_is_refused(bundle):
@@ -127,3 +134,59 @@ def test_missing_compiler_is_named(bundle, capsys):
     )
     assert code == 1
     assert "no-such-gcc" in capsys.readouterr().err
+
+
+def test_verify_option_compares_under_qemu(bundle, capsys):
+    """`--verify ROWS` scores random rows on the target under qemu and reports agreement."""
+    require_tool("mipsel-linux-gnu-gcc")
+    require_tool("qemu-mipsel")
+    argv = ["--bundle", str(bundle), "--target", "mipsel-linux-gnu", "--verify", "400"]
+    assert cross.main(argv) == 0
+    assert "verified on 400 rows" in capsys.readouterr().out
+
+
+def test_single_source_package_builds_and_matches_under_qemu(forest_data, tmp_path):
+    """A package of one C file (compile.forestc's layout, no recipe) cross-builds and agrees."""
+    import treelite
+
+    from compile import forestc
+
+    cc = require_tool("mips-linux-gnu-gcc")
+    require_tool("qemu-mips")
+    forest, rows = forest_data
+    source = forestc.generate_c(forestc.from_treelite(treelite.sklearn.import_model(forest)))
+    with zipfile.ZipFile(tmp_path / "srcpkg.zip", "w") as archive:
+        archive.writestr("model/model.c", source)
+    files = {"srcpkg.zip": cross.sha256_file(tmp_path / "srcpkg.zip")}
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": files}))
+
+    host = cross.add_library(tmp_path, "x86_64-linux-gnu", cc="gcc")
+    target = cross.add_library(tmp_path, "mips-linux-gnu")
+    rows_file = cross_check.write_rows(tmp_path / "rows.txt", rows)
+    host_exe = cross_check.build_checker("gcc", tmp_path / "host")
+    target_exe = cross_check.build_checker(cc, tmp_path / "target")
+    reference = cross_check.run_checker(host_exe, host, rows_file, tmp_path / "h.txt")
+    proba = cross_check.run_checker(
+        target_exe, target, rows_file, tmp_path / "t.txt", triple="mips-linux-gnu"
+    )
+    assert cross_check.compare(reference, proba).ok()
+    assert cross_check.compare(forest.predict_proba(rows), reference).ok()
+
+
+def test_trained_bundle_gains_a_target_and_still_loads(tiny_bundle, tmp_path):  # noqa: F811
+    """A bundle from compile.train takes a cross-built library; agent.bundle still verifies it
+    for this CPU and names the CPU when asked for one it has no library for."""
+    from agent.bundle import load_bundle
+    from agent.errors import BundleError
+
+    require_tool("aarch64-linux-gnu-gcc")
+    require_tool("qemu-aarch64")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    argv = ["--bundle", str(bundle), "--target", "aarch64-linux-gnu", "--verify", "500"]
+    assert cross.main(argv) == 0
+
+    loaded = load_bundle(bundle)
+    assert "lib/aarch64-linux-gnu/model.so" in loaded.manifest["files"]
+    with pytest.raises(BundleError, match="no model library for mips-linux-gnu"):
+        load_bundle(bundle, triple="mips-linux-gnu")

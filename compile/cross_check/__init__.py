@@ -19,13 +19,16 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("predict_rows.c")
 
-# qemu-user binary per target triple; the sysroot is /usr/<triple> (Debian's layout).
+# qemu-user binary per target triple. The sysroot is /usr/<triple> (Debian's layout) or
+# $QEMU_SYSROOT, e.g. an OpenWrt SDK's staging_dir/target-*/root-* for its musl builds.
 QEMU = {
     "aarch64-linux-gnu": "qemu-aarch64",
     "arm-linux-gnueabihf": "qemu-arm",
     "arm-linux-gnueabi": "qemu-arm",
     "mipsel-linux-gnu": "qemu-mipsel",
     "mips-linux-gnu": "qemu-mips",
+    "mipsel-linux-gnusf": "qemu-mipsel",
+    "mips-linux-gnusf": "qemu-mips",
     "x86_64-linux-gnu": "qemu-x86_64",
 }
 
@@ -47,7 +50,7 @@ def build_checker(cc: str, out: Path, cflags: tuple[str, ...] = ()) -> Path:
     """Compile ``predict_rows.c`` with ``cc`` (a cross gcc for a target, gcc for the host)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [cc, "-O2", *cflags, "-o", str(out), str(SOURCE), "-ldl"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{cc} could not build {SOURCE.name}:\n{proc.stderr[-2000:]}")
     return out
@@ -61,13 +64,25 @@ def write_rows(path: Path, rows: np.ndarray) -> Path:
 
 
 def run_checker(
-    checker: Path, library: Path, rows_file: Path, out: Path, *, triple: str | None = None
+    checker: Path,
+    library: Path,
+    rows_file: Path,
+    out: Path,
+    *,
+    triple: str | None = None,
+    entry: str = "batch",
 ) -> np.ndarray:
-    """Run the checker on ``library`` (under qemu for ``triple``); the probabilities."""
+    """Run the checker on ``library`` (under qemu for ``triple``); the probabilities.
+
+    ``entry`` is ``batch`` (the agent's ``iotwatch_predict_batch``, TL2cgen's ``predict``
+    when missing) or ``predict`` (TL2cgen's own entry point).
+    """
     cmd = [str(checker), str(library), str(rows_file), str(out)]
+    if entry == "predict":
+        cmd.append("predict")
     if triple is not None:
         cmd = qemu_command(triple) + cmd
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
     return np.atleast_2d(np.loadtxt(out, dtype=np.float64))

@@ -2,14 +2,14 @@
  * predict_rows: score feature rows with a TL2cgen model library, on any CPU.
  *
  * Built for a target with its cross compiler and run under qemu-user, it shows that a
- * cross-built library predicts what the host-built one does.  It speaks both interfaces
- * a bundle's library may have: TL2cgen's (predict, get_num_feature, get_num_class) and
- * compile/forestc.py's (iw_predict_batch, iw_num_feature, iw_num_class).  Rows and
- * probabilities are
- * text (one row per line, values separated by blanks, "nan" for a missing value), so the
- * files mean the same on little- and big-endian CPUs.
+ * cross-built library predicts what the host-built one does.  It calls the batch entry
+ * point the agent uses, iotwatch_predict_batch (compile/build.py and compile/forestc.py
+ * both export it), one row at a time, or TL2cgen's own predict() when a library has no
+ * batch entry point.  Rows and probabilities are text (one row per line, values
+ * separated by blanks, "nan" for a missing value), so the files mean the same on little-
+ * and big-endian CPUs.
  *
- * usage: predict_rows LIBRARY ROWS OUT
+ * usage: predict_rows LIBRARY ROWS OUT [predict]   (predict: TL2cgen's entry point)
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -27,8 +27,7 @@ union Entry {
 typedef void (*predict_fn)(union Entry *, int, double *);
 typedef int32_t (*count_fn)(void);
 typedef void (*classes_fn)(int32_t *);
-typedef int (*int_fn)(void);
-typedef void (*batch_fn)(const float *, long, double *);
+typedef void (*batch_fn)(const float *, int64_t, double *);
 
 /* The model behind either interface: score one row into result[0..n_class). */
 struct Model {
@@ -64,8 +63,8 @@ static int read_value(FILE *in, long row, int column, double *value) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: predict_rows LIBRARY ROWS OUT\n");
+  if (argc != 4 && !(argc == 5 && strcmp(argv[4], "predict") == 0)) {
+    fprintf(stderr, "usage: predict_rows LIBRARY ROWS OUT [predict]\n");
     return 2;
   }
 
@@ -75,22 +74,21 @@ int main(int argc, char **argv) {
     return 3;
   }
   struct Model model = {0};
-  if (dlsym(lib, "iw_predict_batch") != NULL) {
-    model.predict_batch = (batch_fn)symbol(lib, "iw_predict_batch");
-    model.n_feature = ((int_fn)symbol(lib, "iw_num_feature"))();
-    model.n_class = ((int_fn)symbol(lib, "iw_num_class"))();
-  } else {
-    model.predict = (predict_fn)symbol(lib, "predict");
-    model.n_feature = ((count_fn)symbol(lib, "get_num_feature"))();
-    if (((count_fn)symbol(lib, "get_num_target"))() != 1) {
-      fprintf(stderr, "predict_rows: more than one target; a classifier has one\n");
-      return 3;
-    }
-    int32_t n_class = 0;
-    ((classes_fn)symbol(lib, "get_num_class"))(&n_class);
-    model.n_class = n_class;
+  if (argc == 4) {
+    model.predict_batch = (batch_fn)dlsym(lib, "iotwatch_predict_batch");
   }
-  int n_feature = model.n_feature, n_class = model.n_class;
+  if (model.predict_batch == NULL) {
+    model.predict = (predict_fn)symbol(lib, "predict");
+  }
+  model.n_feature = ((count_fn)symbol(lib, "get_num_feature"))();
+  if (((count_fn)symbol(lib, "get_num_target"))() != 1) {
+    fprintf(stderr, "predict_rows: more than one target; a classifier has one\n");
+    return 3;
+  }
+  int32_t n_class = 0;
+  ((classes_fn)symbol(lib, "get_num_class"))(&n_class);
+  model.n_class = n_class;
+  int n_feature = model.n_feature;
 
   FILE *in = fopen(argv[2], "r");
   FILE *out = fopen(argv[3], "w");
