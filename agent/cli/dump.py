@@ -3,20 +3,20 @@
 PATH is an IPFIX file (messages back to back), a Super Mediator JSON-lines file, or
 ``-`` for standard input; the format is told from the first octets. Each flow record
 becomes one JSON object keyed by element names: integers as numbers, addresses as
-strings, timestamps as ISO-8601 UTC with milliseconds, octet arrays as hex. Malformed
+strings, timestamps as ISO-8601 UTC with milliseconds, octet arrays as hex; with
+``--options`` each options record follows as ``{"options": {...}}``. Malformed
 input is reported on stderr with the message offset and the reason; every record that
 could be decoded is still printed, and the exit status is 1.
 """
 
 import argparse
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 
 from agent.errors import DecodeError
 from agent.ipfix import Decoder, iter_messages
-
-_IPFIX_MAGIC = b"\x00\x0a"
 
 
 def main(argv: list[str]) -> int:
@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("path", help="IPFIX file, Super Mediator JSON file, or - for stdin")
     parser.add_argument("--options", action="store_true", help="also print options records")
     args = parser.parse_args(argv)
+    logging.getLogger("agent.ipfix").setLevel(logging.ERROR)
 
     try:
         stream = sys.stdin.buffer if args.path == "-" else open(args.path, "rb")  # noqa: SIM115
@@ -34,8 +35,8 @@ def main(argv: list[str]) -> int:
     with stream:
         head = _peek(stream)
         if head.lstrip()[:1] == b"{":
-            return _dump_smjson(args.path, stream, head)
-        return _dump_ipfix(args.path, stream, head, args.options)
+            return _dump_smjson(args.path)
+        return _dump_ipfix(args.path, stream, args.options)
 
 
 def _peek(stream) -> bytes:
@@ -44,7 +45,7 @@ def _peek(stream) -> bytes:
     return b""
 
 
-def _dump_ipfix(path: str, stream, head: bytes, options: bool) -> int:
+def _dump_ipfix(path: str, stream, options: bool) -> int:
     decoder = Decoder()
     session = f"file:{path}"
     failed = False
@@ -65,36 +66,24 @@ def _dump_ipfix(path: str, stream, head: bytes, options: bool) -> int:
         where = f"message at offset {exc.offset}: " if exc.offset is not None else ""
         print(f"dump: {path}: {where}{exc.reason}", file=sys.stderr)
     out.flush()
-    if not head.startswith(_IPFIX_MAGIC) and not failed:
-        print(f"dump: {path}: not IPFIX (no version 10 header)", file=sys.stderr)
-        failed = bool(head)
     return 1 if failed else 0
 
 
-def _dump_smjson(path: str, stream, head: bytes) -> int:
+def _dump_smjson(path: str) -> int:
+    from agent.ipfix.smjson import iter_smjson_records
+
+    counters: dict[str, int] = {}
     try:
-        from agent.ipfix.smjson import iter_smjson_records
-    except ImportError:
-        print("dump: Super Mediator JSON reading is not available", file=sys.stderr)
-        return 2
-    if path == "-":
-        import tempfile
-
-        with tempfile.NamedTemporaryFile(suffix=".json") as copy:
-            copy.write(stream.read())
-            copy.flush()
-            return _print_smjson(path, iter_smjson_records(copy.name))
-    return _print_smjson(path, iter_smjson_records(path))
-
-
-def _print_smjson(path: str, records) -> int:
-    try:
-        for record in records:
+        for record in iter_smjson_records(path, counters=counters, strict=False):
             sys.stdout.write(json.dumps(_jsonable(record)) + "\n")
     except DecodeError as exc:
         print(f"dump: {path}: {exc}", file=sys.stderr)
         return 1
-    return 0
+    sys.stdout.flush()
+    malformed = counters.get("malformed", 0)
+    if malformed:
+        print(f"dump: {path}: {malformed} malformed line(s) skipped", file=sys.stderr)
+    return 1 if malformed else 0
 
 
 def _jsonable(value):

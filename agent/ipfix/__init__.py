@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from agent.errors import DecodeError
-from agent.flows import FLOW_DTYPE
 from agent.ipfix.decode import Decoder, MessageResult
+from agent.ipfix.flowplan import concat_flows
 from agent.ipfix.message import iter_messages
 
 __all__ = ["Decoder", "MessageResult", "decode_file", "iter_messages"]
@@ -45,6 +45,4 @@ def decode_file(path, *, strict: bool = False, decoder: Decoder | None = None) -
             if strict:
                 raise
             log.warning("ipfix file=%s %s", path, exc)
-    if not parts:
-        return np.zeros(0, dtype=FLOW_DTYPE)
-    return np.concatenate(parts)
+    return concat_flows(parts)

@@ -23,7 +23,7 @@ ffibuilder.set_source(
     '#include "_native.h"',
     sources=["agent/ipfix/_native.c"],
     include_dirs=["agent/ipfix"],
-    extra_compile_args=["-O2"],
+    extra_compile_args=["-O3"],
 )
 
 if __name__ == "__main__":

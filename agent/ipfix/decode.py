@@ -30,6 +30,9 @@ from agent.ipfix.templates import (
 log = logging.getLogger(__name__)
 
 _MOD = 1 << 32
+_NO_FLOWS = np.zeros(0, dtype=FLOW_DTYPE)
+#: (session, domain) pairs whose sequence numbers are followed; the oldest is dropped.
+_MAX_STREAMS = 65536
 _LOG_EVERY = 1000
 
 
@@ -69,12 +72,18 @@ class Decoder:
                 del table[key]
 
     def decode_message(self, buf, session, *, records: bool = False, now: float | None = None):
-        """Decode one message from ``session``; see ``MessageResult``. Never raises."""
-        result = MessageResult(flows=np.zeros(0, dtype=FLOW_DTYPE))
+        """Decode one message from ``session``; see ``MessageResult``. Never raises.
+
+        ``session`` is any hashable naming the transport session (a tuple starting with
+        ``"udp"`` makes templates age out); ``now`` is seconds on any steady clock for
+        that lifetime (default ``time.monotonic()``); ``records`` also returns every
+        data record as a dict.
+        """
+        result = MessageResult(flows=_NO_FLOWS)
         result.records = [] if records else None
         try:
             self._decode(memoryview(buf), session, records, now, result)
-        except Exception as exc:  # noqa: BLE001 - the receive path must survive anything
+        except Exception as exc:
             log.exception("ipfix decoder failed session=%s", session)
             self._fail(result, session, "internal_error", DecodeError(f"decoder failure: {exc}"))
         return result
@@ -115,7 +124,7 @@ class Decoder:
             complete = False
 
         if flows:
-            result.flows = flows[0] if len(flows) == 1 else np.concatenate(flows)
+            result.flows = flowplan.concat_flows(flows)
             result.flows["observationDomainId"] = domain
         self.count("flow_records", len(result.flows))
         self._track_sequence(session, domain, header.sequence, counted, complete)
@@ -150,10 +159,13 @@ class Decoder:
         counted = None
         try:
             if template.is_flow:
-                rows = self._flow_rows(body, template, session, domain)
+                rows = self._flow_rows(body, template, session, domain, result.export_time)
                 flows.append(rows)
                 counted = len(rows)
-            if template.is_options or result.records is not None or not template.is_flow:
+            elif not template.is_options and result.records is None:
+                fixed = template.fixed_length
+                counted = len(body) // fixed if fixed else None
+            if template.is_options or result.records is not None:
                 dicts = self._read_dicts(body, template, session, domain, now)
                 counted = len(dicts)
                 if template.is_options:
@@ -167,10 +179,12 @@ class Decoder:
                 flows.append(exc.rows)
             self._fail(result, session, _data_code(exc.reason), exc)
             return None
-        self.count("data_records", counted)
+        self.count("data_records", counted or 0)
+        if template.fixed_length and any(body[len(body) - len(body) % template.fixed_length :]):
+            self.count("set_length_mismatch")
         return counted
 
-    def _flow_rows(self, body, template: Template, session, domain) -> np.ndarray:
+    def _flow_rows(self, body, template: Template, session, domain, export_time) -> np.ndarray:
         table = self.templates.domain(session, domain)
         cached = template.cache.get("plan")
         if cached is None or cached[0] != table.generation:
@@ -183,12 +197,12 @@ class Decoder:
         except ValueError as exc:
             error = DecodeError(str(exc))
             error.code = "bad_data_set"
-            error.rows = exc.rows
+            error.rows = getattr(exc, "rows", None)
             raise error from None
-        self._finish_rows(rows, plan, session, domain)
+        self._finish_rows(rows, plan, session, domain, export_time)
         return rows
 
-    def _finish_rows(self, rows: np.ndarray, plan, session, domain) -> None:
+    def _finish_rows(self, rows: np.ndarray, plan, session, domain, export_time) -> None:
         if plan.ip_version >= 0:
             rows["ipVersion"] = plan.ip_version
         if plan.uptime:
@@ -197,7 +211,7 @@ class Decoder:
                 self.count("flows_relative_time", len(rows))
             else:
                 for column in plan.uptime:
-                    rows[column] += base
+                    rows[column] = _absolute_uptime(rows[column], base, export_time)
         if plan.duration == "flowDurationMilliseconds":
             rows["flowEndMilliseconds"] += rows["flowStartMilliseconds"]
         elif plan.duration == "flowDurationMicroseconds":
@@ -239,6 +253,8 @@ class Decoder:
             else:
                 self.count("sequence_restarts")
         if complete:
+            if key not in self._next_sequence and len(self._next_sequence) >= _MAX_STREAMS:
+                del self._next_sequence[next(iter(self._next_sequence))]
             self._next_sequence[key] = (sequence + counted) % _MOD
         else:
             self._next_sequence.pop(key, None)
@@ -258,6 +274,18 @@ class Decoder:
             self._logged.clear()
         if seen % _LOG_EVERY == 0:
             log.warning("ipfix decode error=%s count=%d %s", code, seen + 1, error)
+
+
+def _absolute_uptime(uptime: np.ndarray, base: int, export_time: int) -> np.ndarray:
+    """sysUpTime milliseconds (a 32-bit counter) as Unix milliseconds.
+
+    The counter wraps every 2**32 ms (49.7 days) and some exporters write times before
+    their init time modulo 2**32, so the wrap count is the one that puts the time
+    nearest the message's export time.
+    """
+    times = uptime.astype(np.int64) + base
+    wraps = np.rint((export_time * 1000 - times) / 2**32).astype(np.int64)
+    return times + wraps * 2**32
 
 
 _DATA_CODES = (

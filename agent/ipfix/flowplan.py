@@ -14,14 +14,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.flows import FLOW_DTYPE
+from agent.ipfix import fallback
 from agent.ipfix.elements import VARLEN
-from agent.ipfix.structured import LIST_SEMANTICS
+from agent.ipfix.fallback import (
+    FIELD_PLAIN,
+    FIELD_STL,
+    FIELD_STML,
+    OP_IPV4,
+    OP_IPV6,
+    OP_NTP,
+    OP_SEC,
+    OP_UINT,
+)
 from agent.ipfix.templates import Template
 
 log = logging.getLogger(__name__)
 
-OP_UINT, OP_IPV4, OP_IPV6, OP_SEC, OP_NTP = range(5)
-FIELD_PLAIN, FIELD_STL, FIELD_STML = range(3)
+#: Longest sub-record a list entry can carry (a set is at most 65535 octets).
+MAX_SUB_LENGTH = 0xFFFF - 4
 _LIST_KIND = {"subTemplateList": FIELD_STL, "subTemplateMultiList": FIELD_STML}
 _ERRORS = {
     1: "variable-length field past the end of its set",
@@ -94,10 +104,12 @@ def _op_kind(element_type: str, name: str, length: int) -> int | None:
         return OP_IPV4 if length == 4 else None
     if name.endswith("IPv6Address"):
         return OP_IPV6 if length == 16 else None
+    if not 1 <= length <= 8:
+        return None
     if element_type in _TIME:
         kind = _TIME[element_type]
         return None if kind == OP_NTP and length != 8 else kind
-    return OP_UINT if 1 <= length <= 8 else None
+    return OP_UINT
 
 
 def compile_plan(template: Template, subtemplates: dict[int, Template]) -> FlowPlan:
@@ -110,9 +122,14 @@ def compile_plan(template: Template, subtemplates: dict[int, Template]) -> FlowP
     subs = [
         t
         for t in subtemplates.values()
-        if t is not template and not t.is_options and t.fixed_length and not t.is_flow
+        if t is not template
+        and not t.is_options
+        and not t.is_flow
+        and t.fixed_length
+        and t.fixed_length <= MAX_SUB_LENGTH
     ][:32]
     ops, uptime, duration = [], [], None
+    sub_ops: list[list] = [[] for _ in subs]
     for column, names in COLUMN_SOURCES.items():
         dst = FLOW_DTYPE.fields[column][1]
         dst_len = FLOW_DTYPE.fields[column][0].itemsize
@@ -123,13 +140,17 @@ def compile_plan(template: Template, subtemplates: dict[int, Template]) -> FlowP
                 named = {f.element.name: (offsets[i], f) for i, f in enumerate(sub.fields)}
                 op = _choose(names, named, k, dst, dst_len)
                 if op is not None:
-                    ops.append(op[0])
+                    sub_ops[k].append(op[0])
             continue
         ops.append(chosen[0])
         if chosen[1].endswith("SysUpTime"):
             uptime.append(column)
         if chosen[1].startswith("flowDuration"):
             duration = chosen[1]
+    used = [k for k, found in enumerate(sub_ops) if found]
+    for new_index, k in enumerate(used):
+        ops.extend((new_index,) + op[1:] for op in sub_ops[k])
+    subs = [subs[k] for k in used]
     ip_version = 0
     if any(name in main for name in ("sourceIPv6Address", "destinationIPv6Address")):
         ip_version = 6
@@ -182,6 +203,9 @@ def _load_native():
 
 
 _native = _load_native()
+#: Rows the compiled helper writes into before the used ones are copied out (it zeroes
+#: each row itself); reused so large sets do not fault in fresh pages every time.
+_scratch = np.empty(0, dtype=FLOW_DTYPE)
 
 
 def decode_flows(body, plan: FlowPlan, *, use_native: bool | None = None) -> np.ndarray:
@@ -190,18 +214,41 @@ def decode_flows(body, plan: FlowPlan, *, use_native: bool | None = None) -> np.
     The returned ``ValueError`` carries the reason; rows decoded before the bad record
     are on its ``rows`` attribute.
     """
+    global _scratch
     native = _native if use_native is None else (_native if use_native else None)
     max_rows = len(body) // plan.min_length
-    out = np.zeros(max_rows, dtype=FLOW_DTYPE)
+    if max_rows == 0:
+        return np.zeros(0, dtype=FLOW_DTYPE)
     if native is not None:
+        if len(_scratch) < max_rows:
+            _scratch = np.empty(max(max_rows, 1024), dtype=FLOW_DTYPE)
+        out = _scratch
         rows, error = _run_native(native, body, plan, out, max_rows)
     else:
-        rows, error = _run_numpy(body, plan, out)
+        out = np.zeros(max_rows, dtype=FLOW_DTYPE)
+        rows, error = fallback.run(body, plan, out)
+    result = _copy_rows(out, rows)
     if error:
         exc = ValueError(_ERRORS.get(error, f"decode error {error}"))
-        exc.rows = out[:rows]
+        exc.rows = result
         raise exc
-    return out[:rows]
+    return result
+
+
+def _copy_rows(rows: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` rows as a new array (octet copy: structured copies are slow)."""
+    raw = bytearray(rows.view(np.uint8)[: n * FLOW_DTYPE.itemsize])
+    return np.frombuffer(raw, dtype=FLOW_DTYPE)
+
+
+def concat_flows(parts: list[np.ndarray]) -> np.ndarray:
+    """Flow tables joined end to end, as one octet copy."""
+    if not parts:
+        return np.zeros(0, dtype=FLOW_DTYPE)
+    if len(parts) == 1:
+        return parts[0]
+    raw = np.concatenate([np.ascontiguousarray(p).view(np.uint8) for p in parts])
+    return raw.view(FLOW_DTYPE)
 
 
 def _run_native(native, body, plan: FlowPlan, out: np.ndarray, max_rows: int):
@@ -221,132 +268,3 @@ def _run_native(native, body, plan: FlowPlan, out: np.ndarray, max_rows: int):
         len(plan.sub_tids), ffi.from_buffer(out), FLOW_DTYPE.itemsize, max_rows, error,
     )  # fmt: skip
     return rows, error[0]
-
-
-def _run_numpy(body, plan: FlowPlan, out: np.ndarray):
-    data = np.frombuffer(body, dtype=np.uint8)
-    if plan.fixed_length is not None and not plan.field_kinds.any():
-        n = len(data) // plan.fixed_length
-        static = np.concatenate(([0], np.cumsum(plan.field_lens[:-1], dtype=np.int64)))
-        starts = np.arange(n, dtype=np.int64) * plan.fixed_length
-        field_off = starts[:, None] + static[None, :]
-        sub_off = np.zeros((n, len(plan.sub_tids)), dtype=np.int64)
-        error = 0
-    else:
-        field_off, sub_off, error = _walk(data, plan)
-        n = len(field_off)
-        field_off = field_off.reshape(n, len(plan.field_lens))
-    rows = out[:n].view(np.uint8).reshape(n, FLOW_DTYPE.itemsize) if n else None
-    for op in plan.ops:
-        if n == 0:
-            break
-        if op["sub"] < 0:
-            src = field_off[:, op["src"]]
-            take = np.ones(n, dtype=bool)
-        else:
-            src = sub_off[:, op["sub"]] + op["src"]
-            take = sub_off[:, op["sub"]] > 0
-        if not take.any():
-            continue
-        _apply(data, src[take], op, rows, take)
-    return n, error
-
-
-def _apply(data: np.ndarray, src: np.ndarray, op, rows: np.ndarray, take: np.ndarray) -> None:
-    length, kind = int(op["len"]), int(op["kind"])
-    dst, dst_len = int(op["dst"]), int(op["dst_len"])
-    octets = data[src[:, None] + np.arange(length)]
-    if kind == OP_IPV4:
-        block = np.zeros((len(src), 16), dtype=np.uint8)
-        block[:, 10:12] = 0xFF
-        block[:, 12:] = octets
-        rows[take, dst : dst + 16] = block
-        return
-    if kind == OP_IPV6:
-        rows[take, dst : dst + 16] = octets
-        return
-    padded = np.zeros((len(src), 8), dtype=np.uint8)
-    padded[:, 8 - length :] = octets
-    value = padded.view(">u8").ravel().astype(np.uint64)
-    if kind == OP_SEC:
-        value = value * np.uint64(1000)
-    elif kind == OP_NTP:
-        seconds = (value >> np.uint64(32)).astype(np.int64) - 2208988800
-        frac = ((value & np.uint64(0xFFFFFFFF)) * np.uint64(1000)) >> np.uint64(32)
-        value = np.where(value == 0, 0, seconds * 1000 + frac.astype(np.int64))
-        value = value.astype(np.int64).view(np.uint64)
-    native = value.astype(np.dtype(f"u{dst_len}"))
-    rows[take, dst : dst + dst_len] = native.view(np.uint8).reshape(len(src), dst_len)
-
-
-def _walk(data: np.ndarray, plan: FlowPlan):
-    """Field and sub-record offsets of every record, walked one record at a time."""
-    buf = data.tobytes()
-    end, pos = len(buf), 0
-    lens = plan.field_lens.tolist()
-    kinds = plan.field_kinds.tolist()
-    tids = plan.sub_tids.tolist()
-    sub_lens = plan.sub_lens.tolist()
-    field_off, sub_rows = [], []
-    while end - pos >= plan.min_length and end - pos > 0:
-        offs, spans = [], []
-        for n in lens:
-            if n == VARLEN:
-                if pos >= end:
-                    return _walked(field_off, sub_rows, tids, 1)
-                n = buf[pos]
-                pos += 1
-                if n == 255:
-                    if end - pos < 2:
-                        return _walked(field_off, sub_rows, tids, 1)
-                    n = int.from_bytes(buf[pos : pos + 2], "big")
-                    pos += 2
-                if n > end - pos:
-                    return _walked(field_off, sub_rows, tids, 1)
-            elif n > end - pos:
-                return _walked(field_off, sub_rows, tids, 2)
-            offs.append(pos)
-            spans.append(n)
-            pos += n
-        found = [0] * len(tids)
-        for f, kind in enumerate(kinds):
-            if kind != FIELD_PLAIN and tids:
-                error = _scan_list(buf, offs[f], offs[f] + spans[f], kind, tids, sub_lens, found)
-                if error:
-                    return _walked(field_off, sub_rows, tids, error)
-        field_off.extend(offs)
-        sub_rows.append(found)
-    return _walked(field_off, sub_rows, tids, 0)
-
-
-def _walked(field_off, sub_rows, tids, error: int):
-    sub = np.array(sub_rows, dtype=np.int64).reshape(len(sub_rows), len(tids))
-    return np.array(field_off, dtype=np.int64), sub, error
-
-
-def _scan_list(buf: bytes, pos: int, end: int, kind: int, tids, sub_lens, found) -> int:
-    if pos == end:
-        return 0
-    if buf[pos] not in LIST_SEMANTICS:
-        return 3
-    pos += 1
-    if kind == FIELD_STL:
-        if end - pos < 2:
-            return 4
-        tid = int.from_bytes(buf[pos : pos + 2], "big")
-        for k, want in enumerate(tids):
-            if want == tid and not found[k] and end - pos - 2 >= sub_lens[k]:
-                found[k] = pos + 2
-        return 0
-    while pos < end:
-        if end - pos < 4:
-            return 4
-        tid = int.from_bytes(buf[pos : pos + 2], "big")
-        length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-        if length < 4 or length > end - pos:
-            return 4
-        for k, want in enumerate(tids):
-            if want == tid and not found[k] and length - 4 >= sub_lens[k]:
-                found[k] = pos + 4
-        pos += length
-    return 0

@@ -64,9 +64,9 @@ def iter_sets(buf, length: int) -> Iterator[tuple[int, int, int]]:
         pos += set_length
 
 
-def iter_messages(stream: "BinaryIO | bytes | bytearray | memoryview") -> Iterator[
-    tuple[int, bytes]
-]:
+def iter_messages(
+    stream: "BinaryIO | bytes | bytearray | memoryview",
+) -> Iterator[tuple[int, bytes]]:
     """(offset, message) for each message of an IPFIX file or TCP stream.
 
     A header that is not IPFIX or a truncated last message raises ``DecodeError`` with

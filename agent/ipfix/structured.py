@@ -165,9 +165,7 @@ class RecordReader:
             return
         while pos < end:
             if end - pos < template.min_length:
-                raise DecodeError(
-                    "sub-template records do not fill their list", template_id=tid
-                )
+                raise DecodeError("sub-template records do not fill their list", template_id=tid)
             pos = self.read_record(buf, pos, end, template, out, depth + 1)
 
 

@@ -174,7 +174,9 @@ class TemplateStore:
 
     def withdraw(self, session, domain: int, template_id: int, set_id: int) -> int:
         """Withdraw one template, or all of a set's kind when ``template_id == set_id``."""
-        table = self.domain(session, domain)
+        table = self._domains.get((session, domain))
+        if table is None:
+            return 0
         if template_id == set_id:
             options = set_id == OPTIONS_TEMPLATE_SET_ID
             doomed = [t for t, (tpl, _) in table.templates.items() if tpl.is_options == options]
