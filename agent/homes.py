@@ -109,6 +109,33 @@ class SubscriberTable:
         return None
 
 
+class _Index:
+    """Sorted 64-bit home block keys and their slots, searched a whole batch at a time.
+
+    An IPv4 block fits its low word, an IPv6 block of /64 or shorter its high word, so
+    one exact 64-bit key per family suffices. Refused keys (over the cap) map to -1.
+    """
+
+    def __init__(self):
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.slots = np.empty(0, dtype=np.int32)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Slot per key; -1 for keys not (or not yet) given a slot."""
+        if len(self.keys) == 0:
+            return np.full(len(keys), -1, dtype=np.int32)
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[at] == keys, self.slots[at], -1).astype(np.int32)
+
+    def add(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        """Remember new keys; keys refused at the cap are not kept, so they are retried."""
+        kept = slots >= 0
+        merged = np.concatenate([self.keys, keys[kept]])
+        order = np.argsort(merged, kind="stable")
+        self.keys = merged[order]
+        self.slots = np.concatenate([self.slots, slots[kept]])[order]
+
+
 class Homes:
     """Maps flows to home slots 0..max_homes-1 and each slot to its id for summaries.
 
@@ -135,6 +162,8 @@ class Homes:
         self.max_homes = max_homes
         self.subscribers = subscribers
         self.slots: dict[tuple[int, int], int] = {}
+        self.index_v4 = _Index()
+        self.index_v6 = _Index()
         self.ids: list[str] = []
         self.unmapped = 0
 
@@ -152,17 +181,30 @@ class Homes:
 
         rows = np.flatnonzero(src_in)
         v4 = flows["ipVersion"][rows] == 4
-        mask_hi = np.where(v4, self.mask_v4[0], self.mask_v6[0])
-        mask_lo = np.where(v4, self.mask_v4[1], self.mask_v6[1])
-        blocks = np.stack([src_hi[rows] & mask_hi, src_lo[rows] & mask_lo], axis=1)
-        unique, inverse = np.unique(blocks, axis=0, return_inverse=True)
-
-        unique_slots = np.empty(len(unique), dtype=np.int32)
-        for i, (hi, lo) in enumerate(unique.tolist()):
-            unique_slots[i] = self._slot(hi, lo)
-        slot[rows] = unique_slots[inverse.ravel()]
-        over_cap = int(np.count_nonzero(slot[rows] < 0))
+        hi = src_hi[rows] & np.where(v4, self.mask_v4[0], self.mask_v6[0])
+        lo = src_lo[rows] & np.where(v4, self.mask_v4[1], self.mask_v6[1])
+        found = np.empty(len(rows), dtype=np.int32)
+        found[v4] = self._lookup(self.index_v4, lo[v4], hi[v4], lo[v4])
+        v6 = ~v4
+        if self.length_v6 <= 64:
+            found[v6] = self._lookup(self.index_v6, hi[v6], hi[v6], lo[v6])
+        else:
+            found[v6] = [self._slot(h, l) for h, l in zip(hi[v6].tolist(), lo[v6].tolist())]
+        slot[rows] = found
+        over_cap = int(np.count_nonzero(found < 0))
         return Assignment(slot, outside, inbound, over_cap)
+
+    def _lookup(self, index: "_Index", keys, hi, lo) -> np.ndarray:
+        """Slots of 64-bit block keys; blocks not seen before get new slots first."""
+        slots = index.find(keys)
+        missing = slots < 0
+        if missing.any():
+            new_keys, first = np.unique(keys[missing], return_index=True)
+            rows = np.flatnonzero(missing)[first]
+            made = [self._slot(h, l) for h, l in zip(hi[rows].tolist(), lo[rows].tolist())]
+            index.add(new_keys, np.array(made, dtype=np.int32))
+            slots[missing] = index.find(keys[missing])
+        return slots
 
     def _slot(self, hi: int, lo: int) -> int:
         found = self.slots.get((hi, lo))
@@ -175,6 +217,22 @@ class Homes:
         self.slots[(hi, lo)] = len(self.ids)
         self.ids.append(self._home_id(value, length))
         return len(self.ids) - 1
+
+    def blocks(self) -> np.ndarray:
+        """The home blocks in slot order, as (n, 2) uint64 (high, low) words."""
+        return np.array(list(self.slots), dtype=np.uint64).reshape(-1, 2)
+
+    def restore(self, blocks: np.ndarray) -> None:
+        """Recreate slots for saved home blocks, in order (ids recomputed with today's
+        key and table)."""
+        for hi, lo in blocks.tolist():
+            self._slot(hi, lo)
+        hi, lo = blocks[:, 0], blocks[:, 1]
+        slots = np.array([self.slots[(h, l)] for h, l in blocks.tolist()], dtype=np.int32)
+        v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+        self.index_v4.add(lo[v4], slots[v4])
+        if self.length_v6 <= 64:
+            self.index_v6.add(hi[~v4], slots[~v4])
 
     def _home_id(self, value: int, length: int) -> str:
         if self.subscribers is not None:

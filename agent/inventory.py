@@ -61,7 +61,9 @@ class Inventory:
         rank = np.arange(len(order)) - group_start[group]
 
         first_seen = self.first_seen.reshape(-1)
-        first_seen[keys] = np.fmin(first_seen[keys], np.minimum.reduceat(start[order], group_start))
+        first_seen[keys] = np.fmin(
+            first_seen[keys], np.minimum.reduceat(start[order], group_start)
+        )
 
         waiting = np.isnan(self.detected.reshape(-1)[keys])
         hits = accepted[order]
@@ -98,6 +100,23 @@ class Inventory:
         if slot >= len(self.detected):
             return np.empty(0, dtype=np.int64)
         return np.flatnonzero(~np.isnan(self.detected[slot]))
+
+    def detected_mask(self, slots: np.ndarray) -> np.ndarray:
+        """(len(slots), n_classes) True where the type is in that home's inventory."""
+        out = np.zeros((len(slots), len(self.classes)), dtype=bool)
+        known = slots < len(self.detected)
+        out[known] = ~np.isnan(self.detected[slots[known]])
+        return out
+
+    def restore(self, classes: list[str], first_seen, detected, hit_flow) -> None:
+        """Take saved tables (rows = slots 0..n-1, columns = ``classes``), then map them
+        onto this inventory's own classes by name."""
+        target = self.classes
+        self.classes = list(classes)
+        self._allocate(max(len(first_seen), min(1024, self.max_homes)))
+        n = len(first_seen)
+        self.first_seen[:n], self.detected[:n], self.hit_flow[:n] = first_seen, detected, hit_flow
+        self.remap(target)
 
     def remap(self, classes: list[str]) -> None:
         """Keep the state of types a new bundle still has; drop the others (logged)."""

@@ -44,6 +44,7 @@ class Metrics:
     def __init__(self):
         self.counters: dict[str, int] = defaultdict(int)
         self.gauges: dict[str, callable] = {}
+        self.sources: list[tuple[str, callable]] = []
         self._lock = threading.Lock()
 
     def inc(self, name: str, n: int = 1) -> None:
@@ -55,10 +56,17 @@ class Metrics:
         """Register a gauge read by calling ``read()`` at snapshot time."""
         self.gauges[name] = read
 
+    def include(self, prefix: str, read) -> None:
+        """Merge another component's counter dict (``read()``), names prefixed, into snapshots."""
+        self.sources.append((prefix, read))
+
     def snapshot(self) -> dict[str, int]:
         """Every counter and gauge now, sorted by name."""
         with self._lock:
             values = dict(self.counters)
+        for prefix, read in self.sources:
+            for name, value in dict(read()).items():
+                values[prefix + name] = values.get(prefix + name, 0) + int(value)
         for name, read in self.gauges.items():
             values[name] = int(read())
         return dict(sorted(values.items()))
@@ -91,7 +99,7 @@ async def serve_metrics(metrics: Metrics, address: str, port: int) -> asyncio.Ab
             )
             writer.write(head.encode() + body)
             await writer.drain()
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
             writer.close()

@@ -4,7 +4,9 @@ The spool is a folder of segment files ``seg-<n>.spool``, each a run of records
 ``length u32 | crc32 u32 | seq u64 | payload`` (big-endian; the CRC covers seq and
 payload), and a ``cursor`` file naming the first record not yet taken by the store
 (segment, offset, and the highest sequence number ever acknowledged). Appends are
-fsynced before they return; acknowledging rewrites the cursor in place and fsyncs it.
+fsynced before they return. Acknowledging rewrites the cursor in place without fsync:
+a killed process loses nothing, and after a power cut the few summaries sent again are
+dropped by the store as duplicates of their sequence numbers.
 
 - Full (``max_bytes``): ``drop-oldest`` deletes the oldest segment (its unsent records
   counted in ``spool_dropped_oldest``); ``drop-newest`` refuses the new record
@@ -80,8 +82,12 @@ class Spool:
         self.last_seq = max(self.last_seq, self.acked_seq)
         self._cursor_fd = os.open(self.path / "cursor", os.O_RDWR | os.O_CREAT, 0o600)
         self._write_cursor()
-        log.info("spool %s opened: %d summaries waiting, last seq %d",
-                 self.path, self.depth, self.last_seq)
+        log.info(
+            "spool %s opened: %d summaries waiting, last seq %d",
+            self.path,
+            self.depth,
+            self.last_seq,
+        )
 
     def _read_cursor(self, numbers) -> tuple[int, int, int]:
         first = min(numbers, default=1)
@@ -93,8 +99,7 @@ class Spool:
             segment, offset, acked, crc = CURSOR.unpack(raw)
             if zlib.crc32(raw[:-4]) == crc:
                 return segment, offset, acked
-        log.warning("spool cursor in %s is damaged; resending from the oldest segment",
-                    self.path)
+        log.warning("spool cursor in %s is damaged; resending from the oldest segment", self.path)
         self.metrics.inc("spool_cursor_damaged")
         return first, 0, 0
 
@@ -113,8 +118,12 @@ class Spool:
                 self.depth += 1
             offset = end
         if offset != len(data):
-            log.warning("spool segment %s: damaged tail of %d bytes cut at offset %d",
-                        path.name, len(data) - offset, offset)
+            log.warning(
+                "spool segment %s: damaged tail of %d bytes cut at offset %d",
+                path.name,
+                len(data) - offset,
+                offset,
+            )
             self.metrics.inc("spool_torn_records")
             with open(path, "r+b") as f:
                 f.truncate(offset)
@@ -123,10 +132,11 @@ class Spool:
             self.cursor_offset = min(self.cursor_offset, offset)
         return offset
 
-    def _write_cursor(self) -> None:
+    def _write_cursor(self, sync: bool = True) -> None:
         raw = CURSOR.pack(self.cursor_segment, self.cursor_offset, self.acked_seq, 0)[:-4]
         os.pwrite(self._cursor_fd, raw + zlib.crc32(raw).to_bytes(4, "big"), 0)
-        os.fsync(self._cursor_fd)
+        if sync:
+            os.fsync(self._cursor_fd)
 
     def append(self, records: list[tuple[int, bytes]]) -> None:
         """Store records (seq, payload) durably, in order; one fsync for the lot."""
@@ -144,31 +154,46 @@ class Spool:
                 self._to_memory(records)
 
     def _write(self, records: list[tuple[int, bytes]]) -> None:
-        """Append to segment files; on failure the files are cut back and OSError raised."""
+        """Append to segment files, fsynced; on failure they are cut back, OSError raised."""
         touched = {}
         written = 0
+        f, f_segment = None, None
         try:
             for seq, payload in records:
                 blob = HEADER.pack(len(payload), _crc(seq, payload), seq) + payload
                 if not self._make_room(len(blob)):
                     continue
-                if self.sizes[self.writing] and (
-                    self.sizes[self.writing] + len(blob) > self.segment_bytes
-                ):
+                size = self.sizes[self.writing]
+                if size and size + len(blob) > self.segment_bytes:
                     self._rotate()
-                touched.setdefault(self.writing, self.sizes[self.writing])
-                with open(self._segment(self.writing), "ab") as f:
-                    f.write(blob)
-                    f.flush()
-                    os.fsync(f.fileno())
+                if f is not None and f_segment != self.writing:
+                    f = self._sync_close(f)
+                if f is None:
+                    touched.setdefault(self.writing, self.sizes[self.writing])
+                    f = open(self._segment(self.writing), "ab")  # noqa: SIM115 - closed below
+                    f_segment = self.writing
+                f.write(blob)
                 self.sizes[self.writing] += len(blob)
                 self.depth += 1
                 written += 1
+            self._sync_close(f)
         except OSError:
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
             for number, size in touched.items():
                 self._cut(number, size)
             self.depth -= written
             raise
+
+    @staticmethod
+    def _sync_close(f) -> None:
+        if f is not None:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
 
     def _cut(self, number: int, size: int) -> None:
         try:
@@ -247,7 +272,7 @@ class Spool:
             except OSError as exc:
                 self._disk_failed(exc)
                 return
-            seq, payload = self.memory.popleft()
+            _, payload = self.memory.popleft()
             self._memory_size -= len(payload)
 
     def peek(self) -> tuple[int, bytes] | None:
@@ -287,9 +312,10 @@ class Spool:
                 _, payload = self.memory.popleft()
                 self._memory_size -= len(payload)
             self.acked_seq = max(self.acked_seq, seq)
-            self._write_cursor()
+            self._write_cursor(sync=False)
 
     def close(self) -> None:
-        """Release the cursor file."""
+        """Sync and release the cursor file."""
         with self._lock:
+            os.fsync(self._cursor_fd)
             os.close(self._cursor_fd)

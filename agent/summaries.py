@@ -40,22 +40,24 @@ class Summaries:
     def flush_detections(self, now: float | None = None) -> list[dict]:
         """Emit the queued detection events as one summary per ``MAX_EVENTS``."""
         bodies = []
+        counters = self.metrics.snapshot() if self.pending else None
         while self.pending:
             events, self.pending = self.pending[:MAX_EVENTS], self.pending[MAX_EVENTS:]
-            bodies.append(self._body("detections", now, events=events))
+            bodies.append(self._body("detections", now, counters, events=events))
         self._emit(bodies)
         return bodies
 
     def emit_trust(self, windows: list[tuple[str, dict, list[dict]]], now=None) -> list[dict]:
         """Emit one trust summary per (home id, window, devices)."""
+        counters = self.metrics.snapshot()
         bodies = [
-            self._body("trust", now, home=home, window=window, devices=devices)
+            self._body("trust", now, counters, home=home, window=window, devices=devices)
             for home, window, devices in windows
         ]
         self._emit(bodies)
         return bodies
 
-    def _body(self, kind: str, now: float | None, **fields) -> dict:
+    def _body(self, kind: str, now: float | None, counters: dict, **fields) -> dict:
         body = {
             "v": FORMAT_VERSION,
             "agent": self.agent_id,
@@ -63,7 +65,7 @@ class Summaries:
             "kind": kind,
             "sent_at": time.time() if now is None else float(now),
             "model": self.model,
-            "counters": self.metrics.snapshot(),
+            "counters": counters,
             **fields,
         }
         self.next_seq += 1

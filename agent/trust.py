@@ -67,7 +67,9 @@ class Trust:
             grown = np.zeros((capacity, *self.counts.shape[1:]), dtype=np.int64)
             grown[: len(self.counts)] = self.counts
             self.counts = grown
-        np.add.at(self.counts, (slot, label, accepted.astype(np.intp)), 1)
+        flat = (slot.astype(np.int64) * len(self.classes) + label) * 2 + accepted
+        cells, counts = np.unique(flat, return_counts=True)
+        self.counts.reshape(-1)[cells] += counts
 
     def close(self, end: float, inventory) -> list[tuple[int, dict, list[dict]]]:
         """End the window at ``end``; per active home, (slot, window, devices). Resets counts.
@@ -77,31 +79,41 @@ class Trust:
         """
         start = self.start if self.start is not None else self.window_of(end)
         scale = max(end - start, 0.0) / self.baseline_window
-        per_home = self.counts.sum(axis=(1, 2))
+        active = np.flatnonzero(self.counts.sum(axis=(1, 2)))
+        discarded = self.counts[active, :, 0]
+        accepted = self.counts[active, :, 1]
+        shape = accepted.shape
+        raw, trust = trust_values(
+            accepted.ravel(),
+            np.broadcast_to(self.n_expected, shape).ravel(),
+            np.broadcast_to(self.accept_rate, shape).ravel(),
+            np.broadcast_to(self.sigma, shape).ravel(),
+            scale,
+        )
+        raw, trust = raw.reshape(shape), trust.reshape(shape)
+        listed = (accepted + discarded > 0) | inventory.detected_mask(active)
+
+        window = {"start": float(start), "end": float(end)}
         out = []
-        for slot in np.flatnonzero(per_home).tolist():
-            counts = self.counts[slot]
-            seen = np.flatnonzero(counts.sum(axis=1))
-            listed = np.union1d(seen, inventory.types_of(slot)).astype(np.int64)
-            accepted = counts[listed, 1]
-            raw, trust = trust_values(
-                accepted, self.n_expected[listed], self.accept_rate[listed],
-                self.sigma[listed], scale,
-            )
+        for i, slot in enumerate(active.tolist()):
+            columns = np.flatnonzero(listed[i])
             devices = [
                 {
                     "device_type": self.classes[c],
-                    "accepted": int(a),
-                    "discarded": int(d),
-                    "raw_trust": float(r),
-                    "trust": float(t),
+                    "accepted": a,
+                    "discarded": d,
+                    "raw_trust": r,
+                    "trust": t,
                 }
                 for c, a, d, r, t in zip(
-                    listed.tolist(), accepted.tolist(), counts[listed, 0].tolist(),
-                    raw.tolist(), trust.tolist(),
+                    columns.tolist(),
+                    accepted[i, columns].tolist(),
+                    discarded[i, columns].tolist(),
+                    raw[i, columns].tolist(),
+                    trust[i, columns].tolist(),
                 )
             ]
-            out.append((slot, {"start": float(start), "end": float(end)}, devices))
+            out.append((slot, dict(window), devices))
         self.counts[:] = 0
         self.start = end
         return out

@@ -149,8 +149,12 @@ class Uploader:
             self.backoff = 0.0
             return True
         if 400 <= status < 500 and status not in RETRIED_4XX:
-            log.error("store refused summary seq=%d for good: %d %s",
-                      seq, status, answer[:200].decode(errors="replace"))
+            log.error(
+                "store refused summary seq=%d for good: %d %s",
+                seq,
+                status,
+                answer[:200].decode(errors="replace"),
+            )
             self.metrics.inc("upstream_rejected")
             self.spool.ack(seq)
             return True

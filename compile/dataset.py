@@ -1,7 +1,7 @@
 """A labelled data set of remote flows, read from a lab capture folder.
 
 The folder holds flow records, either YAF-format IPFIX files (``*.ipfix``) or Super
-Mediator JSON lines (``*.json``), anywhere below it, and ``devices.csv`` (``mac,
+Mediator JSON lines (``*.json``), below its ``lab`` folder (or below it), and ``devices.csv`` (``mac,
 device_type``), the only source of labels: a record belongs to the device type of its
 source MAC, else of its destination MAC; records of neither are dropped, and so are
 local flows, which an ISP's edge never sees. The split is by time, as in the paper
@@ -60,8 +60,9 @@ def read_devices(path: str | Path) -> dict[int, str]:
 
 
 def flow_files(data_dir: str | Path, fmt: str = "auto") -> list[Path]:
-    """The record files below ``data_dir``; ``auto`` takes IPFIX if any, else JSON."""
-    root = Path(data_dir)
+    """The record files below ``data_dir/lab`` (or ``data_dir`` without a ``lab`` folder);
+    ``auto`` takes IPFIX if any, else JSON."""
+    root = Path(data_dir) / "lab" if (Path(data_dir) / "lab").is_dir() else Path(data_dir)
     kinds = ("ipfix", "json") if fmt == "auto" else (fmt,)
     for kind in kinds:
         found = sorted(p for pattern in FORMATS[kind] for p in root.rglob(pattern))
@@ -73,9 +74,8 @@ def flow_files(data_dir: str | Path, fmt: str = "auto") -> list[Path]:
 
 def read_flows(files: list[Path]) -> np.ndarray:
     """All records of the files, concatenated, as a flow table."""
-    from agent.ipfix.smjson import read_smjson
-
     from agent.ipfix import decode_file
+    from agent.ipfix.smjson import read_smjson
 
     parts = []
     for path in files:

@@ -87,14 +87,20 @@ def _folds(y: np.ndarray, folds: int, seed: int):
     return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
 
 
-def subsample(y: np.ndarray, rows: int, seed: int) -> np.ndarray:
-    """Indices of a stratified sample of ``rows`` rows (all rows if 0 or enough)."""
+def subsample(y: np.ndarray, rows: int, seed: int, floor: int = 50) -> np.ndarray:
+    """Sorted indices of about ``rows`` rows, stratified, keeping at least ``floor`` rows
+    of each class (or all it has) so rare classes stay in every fold; all rows if 0."""
     if not rows or rows >= len(y):
         return np.arange(len(y))
-    from sklearn.model_selection import train_test_split
-
-    keep, _ = train_test_split(np.arange(len(y)), train_size=rows, stratify=y, random_state=seed)
-    return np.sort(keep)
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(y)
+    share = rows / len(y)
+    keep = []
+    for k in np.flatnonzero(counts):
+        members = np.flatnonzero(y == k)
+        quota = min(len(members), max(int(np.ceil(share * len(members))), floor))
+        keep.append(rng.choice(members, size=quota, replace=False))
+    return np.sort(np.concatenate(keep))
 
 
 def tune(X, y, grid, *, folds, tune_rows, max_leaves, seed, jobs) -> list[dict]:
@@ -126,6 +132,21 @@ def out_of_fold(X, y, forest, *, folds, seed) -> np.ndarray:
     from sklearn.model_selection import cross_val_predict
 
     return cross_val_predict(forest, X, y, cv=_folds(y, folds, seed), method="predict_proba")
+
+
+def unbounded_proba(X, y, test_X, trees, features, seed, jobs, chunk=10):
+    """Test probabilities of an unbounded forest of ``trees`` trees, grown ``chunk`` trees
+    at a time and averaged, so memory holds only a chunk of (large) trees at once."""
+    total = np.zeros((len(test_X), len(np.unique(y))))
+    leaves = []
+    for i, first in enumerate(range(0, trees, chunk)):
+        n = min(chunk, trees - first)
+        part = make_forest(n, features, None, seed + 7919 * i, jobs).fit(X, y)
+        total += part.predict_proba(test_X) * n
+        leaves += [int(t.tree_.n_leaves) for t in part.estimators_]
+        del part
+    stats = {"max": max(leaves), "mean": float(np.mean(leaves)), "total": int(sum(leaves))}
+    return total / trees, stats
 
 
 def macro_recall(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
@@ -166,6 +187,7 @@ class Options:
     seed: int = DEFAULTS["seed"]
     window: float = DEFAULTS["window"]
     jobs: int = 0
+    min_class_rows: int = 10
     no_unbounded: bool = False
     no_quantize: bool = False
     train_dates: str | None = None
@@ -188,9 +210,32 @@ def train(args: argparse.Namespace) -> dict:
     return fit_bundle(data, test, Path(args.out), options)
 
 
+def drop_rare_classes(data, test, min_rows: int):
+    """Leave out classes with fewer than ``min_rows`` training records (too few to
+    cross-validate or to set a threshold); returns (data, test, dropped names)."""
+    counts = np.bincount(data.y, minlength=len(data.classes))
+    keep = np.flatnonzero(counts >= max(min_rows, 2))
+    dropped = [data.classes[k] for k in np.flatnonzero(counts < max(min_rows, 2))]
+    if not dropped:
+        return data, test, []
+    if not len(keep):
+        raise dataset.DatasetError(f"no class has {min_rows} training records")
+    log.warning("classes left out (fewer than %d training records): %s", min_rows, dropped)
+    remap = np.full(len(data.classes), -1, dtype=np.int32)
+    remap[keep] = np.arange(len(keep), dtype=np.int32)
+    classes = [data.classes[k] for k in keep]
+
+    def narrow(part):
+        y = remap[part.y]
+        return dataset.Dataset(part.flows[y >= 0], y[y >= 0], classes, part.digest)
+
+    return narrow(data), None if test is None else narrow(test), dropped
+
+
 def fit_bundle(data, test, out: Path, args: Options) -> dict:
     """Tune, train, threshold, compile and write the bundle ``out`` from data sets."""
     started = time.monotonic()
+    data, test, dropped = drop_rare_classes(data, test, args.min_class_rows)
     X, y, classes = feature_matrix(data.flows), data.y, data.classes
     jobs = args.jobs or os.cpu_count() or 1
 
@@ -206,6 +251,7 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
     )
     best = cv_results[0]
     trees, features = best["trees"], best["max_features"]
+    seconds = {"tune": time.monotonic() - started}
 
     oof = out_of_fold(
         X,
@@ -222,8 +268,10 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
         trust_base[method] = baselines.trust_baselines(
             data.flows["flowEndMilliseconds"], y, label, accepted, classes, args.window
         )
+    seconds["out_of_fold"] = time.monotonic() - started - sum(seconds.values())
 
     forest = make_forest(trees, features, args.max_leaves, args.seed, jobs).fit(X, y)
+    seconds["fit"] = time.monotonic() - started - sum(seconds.values())
     test_X = bound = None
     if test is not None:
         test_X, test_y = feature_matrix(test.flows), test.y
@@ -233,14 +281,15 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
             )
         }
         if not args.no_unbounded:
-            free = make_forest(trees, features, None, args.seed, jobs).fit(X, y)
+            proba, leaves = unbounded_proba(X, y, test_X, trees, features, args.seed, jobs)
             bound["test_macro_accuracy_unbounded"] = macro_recall(
-                test_y, free.predict(test_X), len(classes)
+                test_y, proba.argmax(axis=1), len(classes)
             )
-            bound["unbounded_leaves"] = _leaves(free)
-            del free
+            bound["unbounded_leaves"] = leaves
+            seconds["unbounded"] = time.monotonic() - started - sum(seconds.values())
     bound = {**(bound or {}), "max_leaves": args.max_leaves, "bounded_leaves": _leaves(forest)}
     trained = time.monotonic()
+    log.info("phases seconds=%s", {k: round(v, 1) for k, v in seconds.items()})
 
     staging = Path(
         tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent if out.parent.exists() else None)
@@ -259,6 +308,7 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
             {
                 "data_digest": data.digest,
                 "training_rows": len(y),
+                "classes_left_out": dropped,
                 "rows_per_class": np.bincount(y, minlength=len(classes)).tolist(),
                 "parameters": {
                     "trees": trees,
@@ -275,6 +325,7 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
                 "cv_results": cv_results,
                 "bound_cost": bound,
                 "train_seconds": round(trained - started, 1),
+                "phase_seconds": {k: round(v, 1) for k, v in seconds.items()},
             }
         )
         manifest["training"] = {
@@ -358,6 +409,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=DEFAULTS["window"], help="trust window, s")
     p.add_argument("--train-dates", help="YYYY-MM-DD:YYYY-MM-DD,... (default: the paper's)")
     p.add_argument("--test-dates", help="YYYY-MM-DD:YYYY-MM-DD,... (default: the paper's)")
+    p.add_argument(
+        "--min-class-rows",
+        type=int,
+        default=10,
+        help="leave out device types with fewer training records",
+    )
     p.add_argument("--jobs", type=int, default=0, help="CPU threads, 0 = all")
     p.add_argument(
         "--no-unbounded",

@@ -33,8 +33,9 @@ def signed_headers(agent_id: str, secret: bytes, body: bytes, now: float | None 
     }
 
 
-def check(headers, body: bytes, secrets: dict[str, bytes], window: float,
-          now: float | None = None) -> tuple[str | None, str]:
+def check(
+    headers, body: bytes, secrets: dict[str, bytes], window: float, now: float | None = None
+) -> tuple[str | None, str]:
     """(agent id, "") when the request is authentic, else (None, reason)."""
     agent_id = headers.get(AGENT_HEADER)
     stamp = headers.get(TIMESTAMP_HEADER, "")

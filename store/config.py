@@ -35,10 +35,10 @@ def load_agents(path: str | Path) -> dict[str, bytes]:
 
     unknown = set(doc) - {"agents"}
     if unknown:
-        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{path}: unknown key {min(unknown)!r}")
     agents = doc.get("agents", {})
     if not isinstance(agents, dict) or not agents:
-        raise ConfigError(f"{path}: no [agents.\"<id>\"] table")
+        raise ConfigError(f'{path}: no [agents."<id>"] table')
 
     secrets = {}
     for agent_id, entry in agents.items():
@@ -55,7 +55,7 @@ def _secret(entry: object, where: str, base: Path) -> bytes:
         raise ConfigError(f"{where}: must be a table with secret or secret_file")
     unknown = set(entry) - {"secret", "secret_file"}
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{where}: unknown key {min(unknown)!r}")
     if ("secret" in entry) == ("secret_file" in entry):
         raise ConfigError(f"{where}: give exactly one of secret, secret_file")
 
@@ -75,8 +75,9 @@ def _secret(entry: object, where: str, base: Path) -> bytes:
     if not secret:
         raise ConfigError(f"{where}: empty secret")
     if len(secret) < MIN_SECRET_BYTES:
-        log.warning("weak secret agent=%s bytes=%d (use at least %d)", where, len(secret),
-                    MIN_SECRET_BYTES)
+        log.warning(
+            "weak secret agent=%s bytes=%d (use at least %d)", where, len(secret), MIN_SECRET_BYTES
+        )
     return secret
 
 
@@ -94,9 +95,9 @@ def load_device_types(path: str | Path) -> frozenset[str]:
         try:
             classes = json.loads(text)["classes"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}: no \"classes\" list in the manifest") from exc
+            raise ConfigError(f'{path}: no "classes" list in the manifest') from exc
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise ConfigError(f"{path}: \"classes\" must be a list of strings")
+            raise ConfigError(f'{path}: "classes" must be a list of strings')
     else:
         lines = (line.strip() for line in text.splitlines())
         classes = [line for line in lines if line and not line.startswith("#")]

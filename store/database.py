@@ -5,6 +5,7 @@
 ``?`` placeholders; ``Database.sql`` turns it into the dialect's form.
 """
 
+import contextlib
 import logging
 import re
 import sqlite3
@@ -40,7 +41,7 @@ class Database:
         self._sql_cache: dict[str, str] = {}
         if url.startswith("sqlite:///"):
             self.dialect = "sqlite"
-            self.path = url[len("sqlite:///"):]
+            self.path = url[len("sqlite:///") :]
             if not self.path:
                 raise ConfigError(f"{url}: sqlite URL needs a file path")
         elif url.startswith(("postgresql://", "postgres://")):
@@ -67,20 +68,35 @@ class Database:
         """A new DB-API connection; writes begin with ``begin(conn)``, end with commit()."""
         if self.dialect == "sqlite":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=SQLITE_BUSY_MS / 1000)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=SQLITE_BUSY_MS / 1000,
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
             return conn
-        return psycopg.connect(self.url, autocommit=autocommit,
-                               connect_timeout=PG_CONNECT_TIMEOUT)
+        return psycopg.connect(
+            self.url,
+            autocommit=autocommit,
+            prepare_threshold=None,
+            connect_timeout=PG_CONNECT_TIMEOUT,
+        )
 
     def begin(self, conn) -> None:
         """Start a write transaction (SQLite takes the write lock at once)."""
         if self.dialect == "sqlite":
             conn.execute("BEGIN IMMEDIATE")
+
+    def pipeline(self, conn):
+        """A context in which PostgreSQL statements are sent without waiting for each
+        answer (psycopg's pipeline mode); nothing for SQLite."""
+        if self.dialect == "postgresql":
+            return conn.pipeline()
+        return contextlib.nullcontext()
 
     def migrate(self) -> int:
         """Apply every migration not yet recorded in schema_version; the version reached."""
@@ -98,8 +114,10 @@ class Database:
         self.begin(conn)
         if self.dialect == "postgresql":
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
-                     " applied_at DOUBLE PRECISION NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+            " applied_at DOUBLE PRECISION NOT NULL)"
+        )
         row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         current = row[0] or 0
 
@@ -109,8 +127,9 @@ class Database:
             log.info("applying migration version=%d file=%s", version, name)
             for statement in split_statements(text):
                 conn.execute(statement)
-            conn.execute(self.sql("INSERT INTO schema_version VALUES (?, ?)"),
-                         (version, time.time()))
+            conn.execute(
+                self.sql("INSERT INTO schema_version VALUES (?, ?)"), (version, time.time())
+            )
             current = version
         conn.commit()
         return current

@@ -1,9 +1,9 @@
 """Errors the store raises, each saying what was wrong and where.
 
-    StoreError
-    ├── ConfigError (ValueError)     a bad agents file, device types file or option
-    ├── SummaryError (ValueError)    a summary that fails validation; ``field`` names it
-    └── DatabaseUnavailable          the database refused or lost a write; retry later
+StoreError
+├── ConfigError (ValueError)     a bad agents file, device types file or option
+├── SummaryError (ValueError)    a summary that fails validation; ``field`` names it
+└── DatabaseUnavailable          the database refused or lost a write; retry later
 """
 
 

@@ -8,52 +8,124 @@ sequence bookkeeping of one agent across processes.
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
+from functools import cached_property
 
 from store.database import Database
 from store.summary import Summary
 
-VALUES_CHUNK = 400
+MAX_PARAMS = 30_000
 
-UPSERT_AGENT = """
-INSERT INTO agents (agent_id, first_seen, last_seen) VALUES (?, ?, ?)
+
+@dataclass(frozen=True)
+class Insert:
+    """A multi-row INSERT: the table, its columns with PostgreSQL types, and what follows
+    the rows (ON CONFLICT ..., RETURNING ...). SQLite gets one VALUES list; PostgreSQL
+    gets one array per column and ``unnest``, so the statement text stays the same
+    whatever the number of rows."""
+
+    table: str
+    columns: tuple[tuple[str, str], ...]
+    tail: str
+
+    def sqlite(self, n_rows: int) -> str:
+        row = "(" + ", ".join(["?"] * len(self.columns)) + ")"
+        names = ", ".join(name for name, _ in self.columns)
+        return f"INSERT INTO {self.table} ({names}) VALUES {', '.join([row] * n_rows)} {self.tail}"
+
+    @cached_property
+    def postgresql(self) -> str:
+        names = ", ".join(name for name, _ in self.columns)
+        arrays = ", ".join(f"%b::{kind}[]" for _, kind in self.columns)
+        return f"INSERT INTO {self.table} ({names}) SELECT * FROM unnest({arrays}) {self.tail}"
+
+
+UPSERT_AGENTS = Insert(
+    "agents",
+    (("agent_id", "text"), ("first_seen", "float8"), ("last_seen", "float8")),
+    """
 ON CONFLICT (agent_id) DO UPDATE SET last_seen = excluded.last_seen
-RETURNING max_seq"""
+RETURNING agent_id, max_seq""",
+)
 
 UPDATE_AGENT = """
-UPDATE agents SET max_seq = ?, summaries = summaries + ?, model = ?, counters = ?
+UPDATE agents SET max_seq = ?, summaries = summaries + ?, model = COALESCE(?, model),
+  counters = COALESCE(?, counters)
 WHERE agent_id = ?"""
 
-UPDATE_AGENT_COUNT = "UPDATE agents SET summaries = summaries + ? WHERE agent_id = ?"
+UPDATE_AGENTS_PG = """
+UPDATE agents a SET max_seq = u.max_seq, summaries = a.summaries + u.n,
+  model = COALESCE(u.model, a.model), counters = COALESCE(u.counters, a.counters)
+FROM unnest(%b::int8[], %b::int8[], %b::text[], %b::text[], %b::text[])
+  AS u(max_seq, n, model, counters, agent_id)
+WHERE a.agent_id = u.agent_id"""
 
-INSERT_LOG = """
-INSERT INTO ingest_log (agent_id, seq, kind, received, sent_at, model, items) VALUES {rows}
-ON CONFLICT (agent_id, seq) DO NOTHING RETURNING agent_id, seq"""
+INSERT_LOG = Insert(
+    "ingest_log",
+    (
+        ("agent_id", "text"),
+        ("seq", "int8"),
+        ("kind", "text"),
+        ("received", "float8"),
+        ("sent_at", "float8"),
+        ("model", "text"),
+        ("items", "int4"),
+    ),
+    """
+ON CONFLICT (agent_id, seq) DO NOTHING RETURNING agent_id, seq""",
+)
 
-UPSERT_HOME = """
-INSERT INTO homes (home, agent_id, first_seen, last_seen) VALUES (?, ?, ?, ?)
+UPSERT_HOMES = Insert(
+    "homes",
+    (("home", "text"), ("agent_id", "text"), ("first_seen", "float8"), ("last_seen", "float8")),
+    """
 ON CONFLICT (home) DO UPDATE SET agent_id = excluded.agent_id,
   first_seen = CASE WHEN excluded.first_seen < homes.first_seen
                     THEN excluded.first_seen ELSE homes.first_seen END,
   last_seen = CASE WHEN excluded.last_seen > homes.last_seen
-                   THEN excluded.last_seen ELSE homes.last_seen END"""
+                   THEN excluded.last_seen ELSE homes.last_seen END""",
+)
 
-UPSERT_INVENTORY = """
-INSERT INTO inventory (home, device_type, first_seen, detected, hit_time, hit_flow,
-                       agent_id, seq, model)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+UPSERT_INVENTORY = Insert(
+    "inventory",
+    (
+        ("home", "text"),
+        ("device_type", "text"),
+        ("first_seen", "float8"),
+        ("detected", "float8"),
+        ("hit_time", "float8"),
+        ("hit_flow", "int8"),
+        ("agent_id", "text"),
+        ("seq", "int8"),
+        ("model", "text"),
+    ),
+    """
 ON CONFLICT (home, device_type) DO UPDATE SET first_seen = excluded.first_seen,
   detected = excluded.detected, hit_time = excluded.hit_time, hit_flow = excluded.hit_flow,
   agent_id = excluded.agent_id, seq = excluded.seq, model = excluded.model
-WHERE excluded.detected < inventory.detected"""
+WHERE excluded.detected < inventory.detected""",
+)
 
-UPSERT_TRUST = """
-INSERT INTO trust (home, device_type, window_start, window_end, accepted, discarded,
-                   raw_trust, trust, agent_id, seq)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+UPSERT_TRUST = Insert(
+    "trust",
+    (
+        ("home", "text"),
+        ("device_type", "text"),
+        ("window_start", "float8"),
+        ("window_end", "float8"),
+        ("accepted", "int8"),
+        ("discarded", "int8"),
+        ("raw_trust", "float8"),
+        ("trust", "float8"),
+        ("agent_id", "text"),
+        ("seq", "int8"),
+    ),
+    """
 ON CONFLICT (home, device_type, window_start) DO UPDATE SET
   window_end = excluded.window_end, accepted = excluded.accepted,
   discarded = excluded.discarded, raw_trust = excluded.raw_trust, trust = excluded.trust,
-  agent_id = excluded.agent_id, seq = excluded.seq"""
+  agent_id = excluded.agent_id, seq = excluded.seq""",
+)
 
 INSERT_GAP = "INSERT INTO seq_gaps (agent_id, first_seq, last_seq, recorded) VALUES (?, ?, ?, ?)"
 
@@ -72,40 +144,56 @@ def write_batch(db: Database, conn, batch: list[tuple[Summary, float]]) -> list[
         first_index.setdefault((summary.agent, summary.seq), i)
     unique = sorted(first_index.items())
 
-    db.begin(conn)
     earliest: dict[str, float] = {}
     for summary, received in batch:
         earliest[summary.agent] = min(received, earliest.get(summary.agent, received))
-    prior = {}
-    for agent in sorted(earliest):
-        now = earliest[agent]
-        prior[agent] = conn.execute(db.sql(UPSERT_AGENT), (agent, now, now)).fetchone()[0]
+    with db.pipeline(conn):
+        db.begin(conn)
+        agent_rows = [(agent, earliest[agent], earliest[agent]) for agent in sorted(earliest)]
+        agents_sent = _insert(db, conn, UPSERT_AGENTS, agent_rows)
 
-    new_keys = _insert_log(db, conn, [batch[i] for _, i in unique])
-    stored = [batch[i] for key, i in unique if key in new_keys]
-    _store_homes(db, conn, stored)
-    _store_rows(db, conn, stored)
-    _update_agents(db, conn, stored, prior)
-    conn.commit()
+        log_rows = []
+        for _, i in unique:
+            s, received = batch[i]
+            items = len(s.events) if s.kind == "detections" else len(s.devices)
+            log_rows.append((s.agent, s.seq, s.kind, received, s.sent_at, s.model, items))
+        log_sent = _insert(db, conn, INSERT_LOG, log_rows)
+        prior = dict(_fetch(agents_sent))
+        new_keys = set(_fetch(log_sent))
 
-    return ["stored" if first_index[(s.agent, s.seq)] == i
-            and (s.agent, s.seq) in new_keys else "duplicate"
-            for i, (s, _) in enumerate(batch)]
+        stored = [batch[i] for key, i in unique if key in new_keys]
+        _store_homes(db, conn, stored)
+        _store_rows(db, conn, stored)
+        _update_agents(db, conn, stored, prior)
+        conn.commit()
+
+    return [
+        "stored"
+        if first_index[(s.agent, s.seq)] == i and (s.agent, s.seq) in new_keys
+        else "duplicate"
+        for i, (s, _) in enumerate(batch)
+    ]
 
 
-def _insert_log(db: Database, conn, items: list[tuple[Summary, float]]) -> set:
-    """Insert the ingest log rows; the (agent, seq) keys that were new."""
-    new_keys = set()
-    for start in range(0, len(items), VALUES_CHUNK):
-        chunk = items[start:start + VALUES_CHUNK]
-        params = []
-        for s, received in chunk:
-            items_count = len(s.events) if s.kind == "detections" else len(s.devices)
-            params += [s.agent, s.seq, s.kind, received, s.sent_at, s.model, items_count]
-        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        cursor = conn.execute(db.sql(INSERT_LOG.format(rows=rows)), params)
-        new_keys.update((agent, seq) for agent, seq in cursor.fetchall())
-    return new_keys
+def _insert(db: Database, conn, insert: Insert, rows: list[tuple]) -> list:
+    """Send ``rows`` in as few statements as the dialect allows; the cursors, whose
+    returned rows ``_fetch`` collects (in pipeline mode, after all are sent)."""
+    if not rows:
+        return []
+    if db.dialect == "postgresql":
+        return [conn.execute(insert.postgresql, [list(column) for column in zip(*rows)])]
+
+    cursors = []
+    chunk = max(1, MAX_PARAMS // len(insert.columns))
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        cursors.append(conn.execute(insert.sqlite(len(part)), [v for row in part for v in row]))
+    return cursors
+
+
+def _fetch(cursors: list) -> list[tuple]:
+    """The rows the statements behind ``cursors`` returned."""
+    return [row for cursor in cursors for row in cursor.fetchall()]
 
 
 def _store_homes(db: Database, conn, stored: list[tuple[Summary, float]]) -> None:
@@ -121,27 +209,46 @@ def _store_homes(db: Database, conn, stored: list[tuple[Summary, float]]) -> Non
             entry[0] = s.agent
             entry[1] = min(entry[1], first)
             entry[2] = max(entry[2], last)
-    if span:
-        rows = [(home, *span[home]) for home in sorted(span)]
-        conn.cursor().executemany(db.sql(UPSERT_HOME), rows)
+    _insert(db, conn, UPSERT_HOMES, [(home, *span[home]) for home in sorted(span)])
 
 
 def _store_rows(db: Database, conn, stored: list[tuple[Summary, float]]) -> None:
-    """Inventory entries and trust rows of the stored summaries."""
-    inventory, trust = [], []
+    """Inventory entries (the earliest detection per key wins) and trust rows (the highest
+    sequence number per window wins) of the stored summaries."""
+    inventory: dict[tuple, tuple] = {}
+    trust: dict[tuple, tuple] = {}
     for s, _ in stored:
         for e in s.events:
-            inventory.append((e.home, e.device_type, e.first_seen, e.detected, e.hit_time,
-                              e.hit_flow, s.agent, s.seq, s.model))
+            key = (e.home, e.device_type)
+            if key not in inventory or e.detected < inventory[key][3]:
+                inventory[key] = (
+                    e.home,
+                    e.device_type,
+                    e.first_seen,
+                    e.detected,
+                    e.hit_time,
+                    e.hit_flow,
+                    s.agent,
+                    s.seq,
+                    s.model,
+                )
         for d in s.devices:
-            trust.append((s.home, d.device_type, s.window_start, s.window_end, d.accepted,
-                          d.discarded, d.raw_trust, d.trust, s.agent, s.seq))
-    if inventory:
-        inventory.sort(key=lambda row: (row[0], row[1], row[3]))
-        conn.cursor().executemany(db.sql(UPSERT_INVENTORY), inventory)
-    if trust:
-        trust.sort(key=lambda row: (row[0], row[1], row[2], row[9]))
-        conn.cursor().executemany(db.sql(UPSERT_TRUST), trust)
+            key = (s.home, d.device_type, s.window_start)
+            if key not in trust or s.seq > trust[key][9]:
+                trust[key] = (
+                    s.home,
+                    d.device_type,
+                    s.window_start,
+                    s.window_end,
+                    d.accepted,
+                    d.discarded,
+                    d.raw_trust,
+                    d.trust,
+                    s.agent,
+                    s.seq,
+                )
+    _insert(db, conn, UPSERT_INVENTORY, [inventory[key] for key in sorted(inventory)])
+    _insert(db, conn, UPSERT_TRUST, [trust[key] for key in sorted(trust)])
 
 
 def _update_agents(db: Database, conn, stored, prior: dict[str, int]) -> None:
@@ -150,6 +257,7 @@ def _update_agents(db: Database, conn, stored, prior: dict[str, int]) -> None:
     for item in stored:
         by_agent[item[0].agent].append(item)
 
+    updates, gaps = [], []
     for agent in sorted(by_agent):
         items = sorted(by_agent[agent], key=lambda item: item[0].seq)
         expected, received = prior[agent] + 1, items[-1][1]
@@ -157,16 +265,20 @@ def _update_agents(db: Database, conn, stored, prior: dict[str, int]) -> None:
             if s.seq < expected:
                 _fill_gap(db, conn, agent, s.seq, received)
             elif s.seq > expected:
-                conn.execute(db.sql(INSERT_GAP), (agent, expected, s.seq - 1, received))
+                gaps.append((agent, expected, s.seq - 1, received))
             expected = max(expected, s.seq + 1)
 
-        latest = items[-1][0]
-        if latest.seq > prior[agent]:
-            counters = json.dumps(latest.counters, sort_keys=True)
-            conn.execute(db.sql(UPDATE_AGENT),
-                         (latest.seq, len(items), latest.model, counters, agent))
-        else:
-            conn.execute(db.sql(UPDATE_AGENT_COUNT), (len(items), agent))
+        latest = max(items[-1][0].seq, prior[agent])
+        newest = items[-1][0] if items[-1][0].seq > prior[agent] else None
+        model = newest.model if newest else None
+        counters = json.dumps(newest.counters, sort_keys=True) if newest else None
+        updates.append((latest, len(items), model, counters, agent))
+    if gaps:
+        conn.cursor().executemany(db.sql(INSERT_GAP), gaps)
+    if updates and db.dialect == "postgresql":
+        conn.execute(UPDATE_AGENTS_PG, [list(column) for column in zip(*updates)])
+    elif updates:
+        conn.cursor().executemany(UPDATE_AGENT, updates)
 
 
 def _fill_gap(db: Database, conn, agent: str, seq: int, received: float) -> None:

@@ -5,7 +5,7 @@ dicts (times as unix seconds), shared by the command line, the JSON API and the 
 """
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from store.database import Database
 
@@ -52,7 +52,7 @@ def parse_time(text: str) -> float:
     except ValueError:
         raise ValueError(f"{text!r}: not unix seconds or an ISO 8601 time") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -70,8 +70,14 @@ def _rows(cursor) -> list[dict]:
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
-def homes(db: Database, conn, *, home: str | None = None, since: float | None = None,
-          limit: int = DEFAULT_LIMIT) -> list[dict]:
+def homes(
+    db: Database,
+    conn,
+    *,
+    home: str | None = None,
+    since: float | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[dict]:
     """Homes with the agent that last reported them and how many device types they hold."""
     where, params = _where([("h.home = ?", home), ("h.last_seen >= ?", since)])
     sql = f"""
@@ -84,11 +90,19 @@ def homes(db: Database, conn, *, home: str | None = None, since: float | None = 
     return _rows(conn.execute(db.sql(sql), [*params, _limit(limit)]))
 
 
-def devices(db: Database, conn, *, home: str | None = None, device_type: str | None = None,
-            since: float | None = None, limit: int = DEFAULT_LIMIT) -> list[dict]:
+def devices(
+    db: Database,
+    conn,
+    *,
+    home: str | None = None,
+    device_type: str | None = None,
+    since: float | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[dict]:
     """Inventory entries (detection, hit-time, hit-flow) with each one's latest trust."""
-    where, params = _where([("i.home = ?", home), ("i.device_type = ?", device_type),
-                            ("i.detected >= ?", since)])
+    where, params = _where(
+        [("i.home = ?", home), ("i.device_type = ?", device_type), ("i.detected >= ?", since)]
+    )
     sql = f"""
         SELECT i.home, i.device_type, i.first_seen, i.detected, i.hit_time, i.hit_flow,
                i.agent_id AS agent, i.model, ({LATEST_TRUST}) AS trust,
@@ -98,11 +112,19 @@ def devices(db: Database, conn, *, home: str | None = None, device_type: str | N
     return _rows(conn.execute(db.sql(sql), [*params, _limit(limit)]))
 
 
-def trust(db: Database, conn, *, home: str | None = None, device_type: str | None = None,
-          since: float | None = None, limit: int = DEFAULT_LIMIT * 10) -> list[dict]:
+def trust(
+    db: Database,
+    conn,
+    *,
+    home: str | None = None,
+    device_type: str | None = None,
+    since: float | None = None,
+    limit: int = DEFAULT_LIMIT * 10,
+) -> list[dict]:
     """Trust per window, oldest first within each home and device type."""
-    where, params = _where([("home = ?", home), ("device_type = ?", device_type),
-                            ("window_start >= ?", since)])
+    where, params = _where(
+        [("home = ?", home), ("device_type = ?", device_type), ("window_start >= ?", since)]
+    )
     sql = f"""
         SELECT home, device_type, window_start, window_end, accepted, discarded,
                raw_trust, trust, agent_id AS agent
@@ -111,8 +133,15 @@ def trust(db: Database, conn, *, home: str | None = None, device_type: str | Non
     return _rows(conn.execute(db.sql(sql), [*params, _limit(limit)]))
 
 
-def alerts(db: Database, conn, *, level: float = DEFAULT_ALERT_LEVEL, home: str | None = None,
-           device_type: str | None = None, limit: int = DEFAULT_LIMIT) -> list[dict]:
+def alerts(
+    db: Database,
+    conn,
+    *,
+    level: float = DEFAULT_ALERT_LEVEL,
+    home: str | None = None,
+    device_type: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[dict]:
     """Device types whose latest trust is below ``level``, with the window start since
     which every window has been below it."""
     where, params = _where([("home = ?", home), ("device_type = ?", device_type)])
@@ -123,12 +152,16 @@ def alerts(db: Database, conn, *, level: float = DEFAULT_ALERT_LEVEL, home: str 
 
 def agents(db: Database, conn) -> list[dict]:
     """Agents with their last sequence number, counters and the sequence gaps recorded."""
-    rows = _rows(conn.execute(
-        "SELECT agent_id AS agent, first_seen, last_seen, max_seq, summaries, model, counters"
-        " FROM agents ORDER BY agent_id"))
+    rows = _rows(
+        conn.execute(
+            "SELECT agent_id AS agent, first_seen, last_seen, max_seq, summaries, model, counters"
+            " FROM agents ORDER BY agent_id"
+        )
+    )
     gaps: dict[str, list] = {}
     for agent, first, last in conn.execute(
-            "SELECT agent_id, first_seq, last_seq FROM seq_gaps ORDER BY agent_id, first_seq"):
+        "SELECT agent_id, first_seq, last_seq FROM seq_gaps ORDER BY agent_id, first_seq"
+    ):
         gaps.setdefault(agent, []).append([first, last])
     for row in rows:
         row["counters"] = json.loads(row["counters"])

@@ -23,12 +23,13 @@ MAX_DEVICES = 1_000
 MAX_COUNT = 10**12
 MAX_INT64 = 2**63 - 1
 MAX_WINDOW_SECONDS = 7 * 86400.0
-MAX_RAW_TRUST = 1e6
+HIT_TIME_TOLERANCE = 1.0
 EARLIEST_TIME = 946684800.0
 MAX_CLOCK_SKEW = 86400.0
 
 COMMON_KEYS = {"v", "agent", "seq", "kind", "sent_at", "model", "counters"}
 KIND_KEYS = {"detections": {"events"}, "trust": {"home", "window", "devices"}}
+SUMMARY_KEYS = {kind: frozenset(COMMON_KEYS | extra) for kind, extra in KIND_KEYS.items()}
 EVENT_KEYS = {"home", "device_type", "first_seen", "detected", "hit_time", "hit_flow"}
 DEVICE_KEYS = {"device_type", "accepted", "discarded", "raw_trust", "trust"}
 
@@ -108,29 +109,36 @@ class _Checker:
         kind = doc.get("kind")
         if kind not in KINDS:
             raise SummaryError("kind", f"must be one of {', '.join(KINDS)}")
-        self.keys(doc, COMMON_KEYS | KIND_KEYS[kind], "")
+        self.keys(doc, SUMMARY_KEYS[kind], "")
 
         if self.integer(doc, "v", "v", 0, MAX_INT64) != FORMAT_VERSION:
             raise SummaryError("v", f"unsupported format version (expected {FORMAT_VERSION})")
         agent = self.text(doc, "agent", "agent")
         if agent != agent_id:
             raise SummaryError("agent", "does not match the X-Agent-Id header")
-        common = dict(
-            agent=agent,
-            seq=self.integer(doc, "seq", "seq", 1, MAX_INT64),
-            kind=kind,
-            sent_at=self.time(doc, "sent_at", "sent_at"),
-            model=self.text(doc, "model", "model"),
-            counters=self.counters(doc.get("counters"), doc),
-        )
+        common = {
+            "agent": agent,
+            "seq": self.integer(doc, "seq", "seq", 1, MAX_INT64),
+            "kind": kind,
+            "sent_at": self.time(doc, "sent_at", "sent_at"),
+            "model": self.text(doc, "model", "model"),
+            "counters": self.counters(doc["counters"]),
+        }
         if kind == "detections":
             return Summary(**common, events=self.events(doc))
         start, end = self.window(doc)
-        return Summary(**common, home=self.text(doc, "home", "home"), window_start=start,
-                       window_end=end, devices=self.devices(doc))
+        return Summary(
+            **common,
+            home=self.text(doc, "home", "home"),
+            window_start=start,
+            window_end=end,
+            devices=self.devices(doc),
+        )
 
     def keys(self, doc: dict, allowed: set[str], where: str) -> None:
         """Every allowed key present and no other."""
+        if doc.keys() == allowed:
+            return
         for key in sorted(allowed):
             if key not in doc:
                 raise SummaryError(where + key, "missing")
@@ -180,7 +188,7 @@ class _Checker:
             raise SummaryError(where, "unknown device type")
         return value
 
-    def counters(self, value: object, doc: dict) -> dict[str, int]:
+    def counters(self, value: object) -> dict[str, int]:
         """The agent's counters: string keys, non-negative int64 values."""
         if not isinstance(value, dict):
             raise SummaryError("counters", "must be a map")
@@ -206,27 +214,62 @@ class _Checker:
         return value
 
     def events(self, doc: dict) -> tuple[Detection, ...]:
-        """The detections' events."""
+        """The detections' events (a quick check first; the field-by-field one names the
+        culprit when the quick one fails)."""
         events = []
         for i, item in enumerate(self.items(doc, "events", MAX_EVENTS)):
-            at = f"events[{i}]."
-            self.keys(item, EVENT_KEYS, at)
-            first_seen = self.time(item, "first_seen", at + "first_seen")
-            detected = self.time(item, "detected", at + "detected")
-            if detected < first_seen:
-                raise SummaryError(at + "detected", "earlier than first_seen")
-            hit_time = self.number(item, "hit_time", at + "hit_time", 0.0, MAX_INT64)
-            if abs(hit_time - (detected - first_seen)) > 1.0:
-                raise SummaryError(at + "hit_time", "differs from detected - first_seen")
-            events.append(Detection(
-                home=self.text(item, "home", at + "home"),
-                device_type=self.device_type(item, at + "device_type"),
-                first_seen=first_seen,
-                detected=detected,
-                hit_time=hit_time,
-                hit_flow=self.integer(item, "hit_flow", at + "hit_flow", 1, MAX_COUNT),
-            ))
+            events.append(self._quick_event(item) or self._event(item, f"events[{i}]."))
         return tuple(events)
+
+    def _quick_event(self, item: dict) -> Detection | None:
+        """The event when every field is of its usual type and in range, else None."""
+        if item.keys() != EVENT_KEYS:
+            return None
+        home, device_type = item["home"], item["device_type"]
+        first, detected, hit_time = item["first_seen"], item["detected"], item["hit_time"]
+        hit_flow = item["hit_flow"]
+        earliest, latest = self.rules.earliest_time, self.latest_time
+        if (
+            self._quick_text(home)
+            and self._quick_type(device_type)
+            and type(first) is float
+            and type(detected) is float
+            and type(hit_time) is float
+            and type(hit_flow) is int
+            and earliest <= first <= detected <= latest
+            and abs(hit_time - (detected - first)) <= HIT_TIME_TOLERANCE
+            and 1 <= hit_flow <= MAX_COUNT
+        ):
+            return Detection(home, device_type, first, detected, hit_time, hit_flow)
+        return None
+
+    def _event(self, item: dict, at: str) -> Detection:
+        """One event checked field by field."""
+        self.keys(item, EVENT_KEYS, at)
+        first_seen = self.time(item, "first_seen", at + "first_seen")
+        detected = self.time(item, "detected", at + "detected")
+        if detected < first_seen:
+            raise SummaryError(at + "detected", "earlier than first_seen")
+        hit_time = self.number(item, "hit_time", at + "hit_time", 0.0, MAX_INT64)
+        if abs(hit_time - (detected - first_seen)) > HIT_TIME_TOLERANCE:
+            raise SummaryError(at + "hit_time", "differs from detected - first_seen")
+        return Detection(
+            home=self.text(item, "home", at + "home"),
+            device_type=self.device_type(item, at + "device_type"),
+            first_seen=first_seen,
+            detected=detected,
+            hit_time=hit_time,
+            hit_flow=self.integer(item, "hit_flow", at + "hit_flow", 1, MAX_COUNT),
+        )
+
+    def _quick_text(self, value: object) -> bool:
+        """Whether ``value`` passes ``text`` (without naming anything)."""
+        return type(value) is str and 0 < len(value) <= MAX_TEXT and "\x00" not in value
+
+    def _quick_type(self, value: object) -> bool:
+        """Whether ``value`` passes ``device_type``."""
+        known = self.rules.device_types
+        return self._quick_text(value) and (known is None or value in known)
 
     def window(self, doc: dict) -> tuple[float, float]:
         """The trust window's start and end."""
@@ -236,9 +279,11 @@ class _Checker:
         self.keys(window, {"start", "end"}, "window.")
         start = self.time(window, "start", "window.start")
         end = self.time(window, "end", "window.end")
-        if not 0.0 < end - start <= MAX_WINDOW_SECONDS:
-            raise SummaryError("window.end", f"must be after start, by at most "
-                               f"{MAX_WINDOW_SECONDS:g} s")
+        if not 0.0 <= end - start <= MAX_WINDOW_SECONDS:
+            raise SummaryError(
+                "window.end",
+                f"must not precede start, nor follow it by more than {MAX_WINDOW_SECONDS:g} s",
+            )
         return start, end
 
     def devices(self, doc: dict) -> tuple[DeviceTrust, ...]:
@@ -246,16 +291,40 @@ class _Checker:
         devices, seen = [], set()
         for i, item in enumerate(self.items(doc, "devices", MAX_DEVICES)):
             at = f"devices[{i}]."
-            self.keys(item, DEVICE_KEYS, at)
-            device_type = self.device_type(item, at + "device_type")
-            if device_type in seen:
+            device = self._quick_device(item) or self._device(item, at)
+            if device.device_type in seen:
                 raise SummaryError(at + "device_type", "repeated in this summary")
-            seen.add(device_type)
-            devices.append(DeviceTrust(
-                device_type=device_type,
-                accepted=self.integer(item, "accepted", at + "accepted", 0, MAX_COUNT),
-                discarded=self.integer(item, "discarded", at + "discarded", 0, MAX_COUNT),
-                raw_trust=self.number(item, "raw_trust", at + "raw_trust", 0.0, MAX_RAW_TRUST),
-                trust=self.number(item, "trust", at + "trust", 0.0, 1.0),
-            ))
+            seen.add(device.device_type)
+            devices.append(device)
         return tuple(devices)
+
+    def _quick_device(self, item: dict) -> DeviceTrust | None:
+        """The entry when every field is of its usual type and in range, else None."""
+        if item.keys() != DEVICE_KEYS:
+            return None
+        device_type, accepted, discarded = item["device_type"], item["accepted"], item["discarded"]
+        raw_trust, trust = item["raw_trust"], item["trust"]
+        if (
+            self._quick_type(device_type)
+            and type(accepted) is int
+            and type(discarded) is int
+            and type(raw_trust) is float
+            and type(trust) is float
+            and 0 <= accepted <= MAX_COUNT
+            and 0 <= discarded <= MAX_COUNT
+            and 0.0 <= raw_trust < math.inf
+            and 0.0 <= trust <= 1.0
+        ):
+            return DeviceTrust(device_type, accepted, discarded, raw_trust, trust)
+        return None
+
+    def _device(self, item: dict, at: str) -> DeviceTrust:
+        """One entry checked field by field."""
+        self.keys(item, DEVICE_KEYS, at)
+        return DeviceTrust(
+            device_type=self.device_type(item, at + "device_type"),
+            accepted=self.integer(item, "accepted", at + "accepted", 0, MAX_COUNT),
+            discarded=self.integer(item, "discarded", at + "discarded", 0, MAX_COUNT),
+            raw_trust=self.number(item, "raw_trust", at + "raw_trust", 0.0, math.inf),
+            trust=self.number(item, "trust", at + "trust", 0.0, 1.0),
+        )

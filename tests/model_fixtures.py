@@ -105,3 +105,28 @@ def build_tiny_bundle() -> Path:
 def tiny_bundle() -> Path:
     """Path of the shared tiny bundle (read it, never change it: copy first)."""
     return build_tiny_bundle()
+
+
+def write_lab(root: Path, flows: np.ndarray, fmt: str = "ipfix") -> Path:
+    """A lab folder as the testbed writes it: devices.csv and lab/YYYY-MM-DD.<fmt>."""
+    from agent.flows import int_to_mac
+
+    (root / "lab").mkdir(parents=True, exist_ok=True)
+    lines = ["mac,device_type"] + [
+        f"{int_to_mac(device_mac(k))},{c}" for k, c in enumerate(CLASSES)
+    ]
+    (root / "devices.csv").write_text("\n".join(lines) + "\n")
+
+    day = flows["flowStartMilliseconds"] // DAY_MS
+    for d in np.unique(day):
+        name = str(np.datetime64(int(d), "D"))
+        part = flows[day == d]
+        if fmt == "ipfix":
+            from agent.ipfix.writer import write_yaf_file
+
+            write_yaf_file(root / "lab" / f"{name}.ipfix", part)
+        else:
+            from agent.ipfix.smjson import write_smjson
+
+            write_smjson(root / "lab" / f"{name}.json", part)
+    return root

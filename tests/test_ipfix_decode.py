@@ -136,7 +136,7 @@ def test_native_and_numpy_paths_agree(use_native):
     decoder = Decoder()
     decoder.decode_message(msg, "s")
     template = decoder.templates.get("s", 1, FLOW_TID, 0)
-    plan = template.cache["plan"][1]
+    plan = decoder.plan_for("s", 1, template)
     body = memoryview(msg)[-(len(records)) :]
     native = flowplan.decode_flows(body, plan, use_native=True)
     fallback = flowplan.decode_flows(body, plan, use_native=False)

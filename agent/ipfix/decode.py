@@ -15,7 +15,7 @@ import numpy as np
 
 from agent.errors import DecodeError, MissingTemplateError, TemplateError
 from agent.flows import FLOW_DTYPE
-from agent.ipfix import flowplan
+from agent.ipfix import batch, flowplan
 from agent.ipfix.message import iter_sets, parse_header
 from agent.ipfix.structured import RecordReader
 from agent.ipfix.templates import (
@@ -24,7 +24,7 @@ from agent.ipfix.templates import (
     TEMPLATE_SET_ID,
     Template,
     TemplateStore,
-    parse_template_set,
+    parse_template_set_cached,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Decoder:
         self._next_sequence: dict[tuple, int] = {}
         self._uptime_base: dict[tuple, int] = {}
         self._logged: dict[tuple, int] = {}
+        self._streams: dict[tuple, object] = {}
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to a named counter."""
@@ -67,7 +68,7 @@ class Decoder:
     def forget_session(self, session) -> None:
         """Drop a session's templates and sequence state (its TCP connection closed)."""
         self.templates.forget_session(session)
-        for table in (self._next_sequence, self._uptime_base):
+        for table in (self._next_sequence, self._uptime_base, self._streams):
             for key in [k for k in table if k[0] == session]:
                 del table[key]
 
@@ -87,6 +88,34 @@ class Decoder:
             log.exception("ipfix decoder failed session=%s", session)
             self._fail(result, session, "internal_error", DecodeError(f"decoder failure: {exc}"))
         return result
+
+    def decode_datagrams(self, datagrams, sessions, *, now: float | None = None):
+        """Decode a burst of messages (UDP datagrams) in one go; see ``batch.BatchResult``.
+
+        The same as ``decode_message`` on each datagram in order, with ``sessions[i]`` the
+        session of ``datagrams[i]`` and one ``now`` for the burst (default
+        ``time.monotonic()``): the same rows, counters, template store and sequence
+        state, but messages that repeat known templates skip Python's per-message work.
+        Never raises on bad input.
+        """
+        return batch.decode_datagrams(self, datagrams, sessions, now)
+
+    def plan_for(self, session, domain: int, template: Template) -> flowplan.FlowPlan:
+        """The compiled flow plan of a stored flow template, kept until templates change."""
+        cache = self.templates.domain(session, domain).cache()
+        cached = cache.get(template.template_id)
+        if cached is None or cached[0] is not template:
+            table = self.templates.domain(session, domain)
+            subs = {tid: t for tid, (t, _) in table.templates.items()}
+            cached = cache[template.template_id] = (
+                template,
+                flowplan.compile_plan(template, subs),
+            )
+        return cached[1]
+
+    @staticmethod
+    def _empty_result() -> MessageResult:
+        return MessageResult(flows=_NO_FLOWS)
 
     def _decode(self, buf, session, records: bool, now, result: MessageResult) -> None:
         now = time.monotonic() if now is None else now
@@ -131,7 +160,7 @@ class Decoder:
 
     def _template_set(self, body, set_id, session, domain, now, result) -> None:
         try:
-            parsed = parse_template_set(body, set_id)
+            parsed = parse_template_set_cached(body, set_id)
         except TemplateError as exc:
             parsed = exc.parsed
             exc.domain = domain
@@ -173,25 +202,23 @@ class Decoder:
                 elif result.records is not None:
                     result.records.extend(dicts)
         except DecodeError as exc:
-            exc.domain, exc.template_id = domain, set_id
-            exc.reason = f"{exc.reason} in data set at message octet {pos - 4}"
             if getattr(exc, "rows", None) is not None and len(exc.rows):
                 flows.append(exc.rows)
-            self._fail(result, session, _data_code(exc.reason), exc)
+            self._data_set_failed(exc, pos - 4, session, domain, set_id, result)
             return None
         self.count("data_records", counted or 0)
         if template.fixed_length and any(body[len(body) - len(body) % template.fixed_length :]):
             self.count("set_length_mismatch")
         return counted
 
+    def _data_set_failed(self, exc: DecodeError, at: int, session, domain, set_id, result):
+        """Count and record a data set that could not be decoded (from message octet ``at``)."""
+        exc.domain, exc.template_id = domain, set_id
+        exc.reason = f"{exc.reason} in data set at message octet {at}"
+        self._fail(result, session, _data_code(exc.reason), exc)
+
     def _flow_rows(self, body, template: Template, session, domain, export_time) -> np.ndarray:
-        table = self.templates.domain(session, domain)
-        cached = template.cache.get("plan")
-        if cached is None or cached[0] != table.generation:
-            subs = {tid: t for tid, (t, _) in table.templates.items()}
-            cached = template.cache["plan"] = (table.generation, flowplan.compile_plan(
-                template, subs))  # fmt: skip
-        plan = cached[1]
+        plan = self.plan_for(session, domain, template)
         try:
             rows = flowplan.decode_flows(body, plan)
         except ValueError as exc:

@@ -268,3 +268,85 @@ def _run_native(native, body, plan: FlowPlan, out: np.ndarray, max_rows: int):
         len(plan.sub_tids), ffi.from_buffer(out), FLOW_DTYPE.itemsize, max_rows, error,
     )  # fmt: skip
     return rows, error[0]
+
+
+#: One data set of a burst for ``decode_jobs`` (``ipfix_job`` in ``_native.h``).
+JOB_DTYPE = np.dtype(
+    [("off", "u4"), ("len", "u4"), ("domain", "u4"), ("plan", "u2"), ("pad", "u2"),
+     ("rows", "i4"), ("error", "i4")]
+)  # fmt: skip
+_DOMAIN_OFFSET = FLOW_DTYPE.fields["observationDomainId"][1]
+_VERSION_OFFSET = FLOW_DTYPE.fields["ipVersion"][1]
+
+
+def error_reason(code: int) -> str:
+    """The text of a compiled-helper error code."""
+    return _ERRORS.get(code, f"decode error {code}")
+
+
+def decode_jobs(buf: bytes, jobs: np.ndarray, plans: list, *, use_native: bool | None = None):
+    """Decode many data sets of one buffer into one flow table, in job order.
+
+    ``jobs`` (``JOB_DTYPE``) names each set's body in ``buf``, its plan (an index into
+    ``plans``) and its observation domain; its ``rows`` and ``error`` are filled in.
+    Rows get ``observationDomainId``, and ``ipVersion`` when the plan knows it and the
+    set had no error; rows before a set's bad record are kept, as ``decode_flows`` does.
+    """
+    global _scratch
+    native = _native if use_native is None else (_native if use_native else None)
+    shortest = min(plan.min_length for plan in plans)
+    capacity = int(jobs["len"].sum()) // shortest + 1
+    if native is None:
+        out = np.zeros(capacity, dtype=FLOW_DTYPE)
+        total = _fallback_jobs(buf, jobs, plans, out)
+        return _copy_rows(out, total)
+    if len(_scratch) < capacity:
+        _scratch = np.empty(max(capacity, 1024), dtype=FLOW_DTYPE)
+    ffi, lib = native.ffi, native.lib
+    pointers = ffi.new("ipfix_plan *[]", [_native_plan(native, plan) for plan in plans])
+    total = lib.ipfix_decode_jobs(
+        ffi.from_buffer(buf), ffi.from_buffer("ipfix_job[]", jobs), len(jobs), pointers,
+        ffi.from_buffer(_scratch), FLOW_DTYPE.itemsize, capacity, _DOMAIN_OFFSET,
+        _VERSION_OFFSET,
+    )  # fmt: skip
+    return _copy_rows(_scratch, total)
+
+
+def _fallback_jobs(buf: bytes, jobs: np.ndarray, plans: list, out: np.ndarray) -> int:
+    total = 0
+    for job in jobs:
+        plan = plans[job["plan"]]
+        body = memoryview(buf)[job["off"] : job["off"] + job["len"]]
+        rows, error = 0, 0
+        if len(body) // plan.min_length:
+            rows, error = fallback.run(body, plan, out[total:])
+        part = out[total : total + rows]
+        part["observationDomainId"] = job["domain"]
+        if plan.ip_version >= 0 and not error:
+            part["ipVersion"] = plan.ip_version
+        job["rows"], job["error"] = rows, error
+        total += rows
+    return total
+
+
+def _native_plan(native, plan: FlowPlan):
+    """The plan as an ``ipfix_plan`` struct, made once per plan."""
+    cache = plan.__dict__.setdefault("_c", {})
+    struct = cache.get("plan")
+    if struct is None:
+        ffi = native.ffi
+        keep = [
+            ffi.from_buffer("uint16_t[]", plan.field_lens),
+            ffi.from_buffer("uint8_t[]", plan.field_kinds),
+            ffi.from_buffer("ipfix_op[]", plan.ops),
+            ffi.from_buffer("uint16_t[]", plan.sub_tids),
+            ffi.from_buffer("uint16_t[]", plan.sub_lens),
+        ]
+        struct = ffi.new("ipfix_plan *", {
+            "field_lens": keep[0], "field_kinds": keep[1], "ops": keep[2],
+            "sub_tids": keep[3], "sub_lens": keep[4], "nfields": len(plan.field_lens),
+            "nops": len(plan.ops), "nsub": len(plan.sub_tids), "min_length": plan.min_length,
+            "ip_version": plan.ip_version,
+        })  # fmt: skip
+        cache["plan"], cache["keep"] = struct, keep
+    return struct

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import numpy as np
+
 from agent.errors import DecodeError
 
 VERSION = 10
@@ -125,3 +127,100 @@ def _read(stream: BinaryIO, size: int) -> bytes:
         chunks.append(chunk)
         want -= len(chunk)
     return b"".join(chunks)
+
+
+#: One message of a burst, as ``index_messages`` finds it (``ipfix_msg`` in ``_native.h``).
+MSG_DTYPE = np.dtype(
+    [(name, "u4") for name in (
+        "export_time", "sequence", "domain", "tset_off", "tset_len", "first_set", "nsets",
+        "status",
+    )] + [("ref", "i4"), ("same", "u4")]
+)  # fmt: skip
+#: One data set of a burst: its body's offset and length in the burst, and its set id.
+SET_DTYPE = np.dtype([("off", "u4"), ("len", "u4"), ("set_id", "u4")])
+#: Message kinds: a valid header then (options) template sets then data sets, exactly
+#: filling the datagram; a header that is not valid; anything else.
+SIMPLE, BAD_HEADER, OTHER = 0, 1, 2
+
+
+def index_messages(buf: bytes, offsets, lengths, slots, *, native=None):
+    """Headers and data sets of the messages at ``offsets`` in ``buf``, in one pass.
+
+    ``slots`` numbers each message's transport session; a message's ``ref`` is the
+    previous message of its session (or -1) and ``same`` says it is SIMPLE and shaped
+    as that one (same domain, template set octets, data set ids). Returns the
+    ``MSG_DTYPE`` and ``SET_DTYPE`` records; ``native`` is the compiled helper or None.
+    """
+    offsets, lengths, slots = (
+        np.ascontiguousarray(a, np.uint32) for a in (offsets, lengths, slots)
+    )
+    n = len(offsets)
+    msgs = np.zeros(n, dtype=MSG_DTYPE)
+    max_sets = int(lengths.sum()) // SET_HEADER_LENGTH + 1
+    sets = np.zeros(max_sets, dtype=SET_DTYPE)
+    last = np.full(int(slots.max()) + 1 if n else 1, -1, dtype=np.int32)
+    if native is None:
+        used = _index_python(buf, offsets.tolist(), lengths.tolist(), slots.tolist(), msgs, sets)
+    else:
+        ffi = native.ffi
+        used = native.lib.ipfix_index_messages(
+            ffi.from_buffer(buf), ffi.from_buffer("uint32_t[]", offsets),
+            ffi.from_buffer("uint32_t[]", lengths), n, ffi.from_buffer("uint32_t[]", slots),
+            ffi.from_buffer("int32_t[]", last), ffi.from_buffer("ipfix_msg[]", msgs),
+            ffi.from_buffer("ipfix_set[]", sets), max_sets,
+        )  # fmt: skip
+    return msgs, sets[:used]
+
+
+def _index_python(buf: bytes, offsets, lengths, slots, msgs: np.ndarray, sets: np.ndarray):
+    """The numpy twin of ``ipfix_index_messages``."""
+    used, last = 0, {}
+    for i, (off, size) in enumerate(zip(offsets, lengths)):
+        msg = msgs[i]
+        used = _index_one(buf, off, size, msg, sets, used)
+        ref = msg["ref"] = last.get(slots[i], -1)
+        last[slots[i]] = i
+        msg["same"] = ref >= 0 and _same_shape(buf, msg, msgs[ref], sets)
+    return used
+
+
+def _index_one(buf: bytes, off: int, size: int, msg, sets: np.ndarray, used: int) -> int:
+    if size < HEADER_LENGTH or int.from_bytes(buf[off : off + 2], "big") != VERSION:
+        msg["status"] = BAD_HEADER
+        return used
+    _, length, *fields = _HEADER.unpack_from(buf, off)
+    msg["export_time"], msg["sequence"], msg["domain"] = fields
+    msg["status"] = BAD_HEADER if not HEADER_LENGTH <= length <= size else OTHER
+    if length != size:
+        return used
+    msg["first_set"], msg["tset_off"] = used, off + HEADER_LENGTH
+    found, tset_len, pos = [], 0, HEADER_LENGTH
+    while pos < length:
+        if length - pos < SET_HEADER_LENGTH:
+            return used
+        set_id, set_len = _SET_HEADER.unpack_from(buf, off + pos)
+        if set_len < SET_HEADER_LENGTH or set_len > length - pos:
+            return used
+        if set_id in (2, 3) and not found:
+            tset_len += set_len
+        elif set_id >= 256 and used + len(found) < len(sets):
+            found.append((off + pos + SET_HEADER_LENGTH, set_len - SET_HEADER_LENGTH, set_id))
+        else:
+            return used
+        pos += set_len
+    msg["status"], msg["tset_len"], msg["nsets"] = SIMPLE, tset_len, len(found)
+    sets[used : used + len(found)] = found
+    return used + len(found)
+
+
+def _same_shape(buf: bytes, msg, ref, sets: np.ndarray) -> bool:
+    if msg["status"] != SIMPLE or ref["status"] != SIMPLE:
+        return False
+    if any(msg[k] != ref[k] for k in ("domain", "tset_len", "nsets")):
+        return False
+    a, b, size = int(msg["tset_off"]), int(ref["tset_off"]), int(msg["tset_len"])
+    if buf[a : a + size] != buf[b : b + size]:
+        return False
+    mine = sets["set_id"][msg["first_set"] : msg["first_set"] + msg["nsets"]]
+    theirs = sets["set_id"][ref["first_set"] : ref["first_set"] + ref["nsets"]]
+    return bool((mine == theirs).all())

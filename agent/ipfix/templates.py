@@ -8,6 +8,7 @@ templates one session may hold, so a template flood cannot grow memory without b
 """
 
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from agent.errors import TemplateError
@@ -17,6 +18,8 @@ TEMPLATE_SET_ID = 2
 OPTIONS_TEMPLATE_SET_ID = 3
 MIN_DATA_SET_ID = 256
 MAX_FIELDS = 512
+#: Template sets kept parsed, by their octets (exporters repeat the same ones over UDP).
+PARSED_CACHE_SIZE = 256
 
 #: Element names that make a template's data records flow records.
 FLOW_KEY_NAMES = frozenset(
@@ -63,6 +66,8 @@ class Template:
 
     def same_layout(self, other: "Template") -> bool:
         """True when both templates describe the same record layout."""
+        if self is other:
+            return True
         return self.scope_count == other.scope_count and self.fields == other.fields
 
 
@@ -113,6 +118,27 @@ def parse_template_set(body: memoryview, set_id: int) -> list[tuple[int, Templat
     return out
 
 
+_parsed: OrderedDict[tuple[int, bytes], list] = OrderedDict()
+
+
+def parse_template_set_cached(body, set_id: int) -> list[tuple[int, Template | None]]:
+    """``parse_template_set`` remembering the last sets parsed without error, by octets.
+
+    The same ``Template`` objects come back for the same octets; they are read-only once
+    parsed, so sessions may share them.
+    """
+    key = (set_id, bytes(body))
+    parsed = _parsed.get(key)
+    if parsed is not None:
+        _parsed.move_to_end(key)
+        return parsed
+    parsed = parse_template_set(body, set_id)
+    _parsed[key] = parsed
+    if len(_parsed) > PARSED_CACHE_SIZE:
+        _parsed.popitem(last=False)
+    return parsed
+
+
 def _fail(parsed: list, reason: str, tid: int) -> None:
     error = TemplateError(reason, template_id=tid)
     error.code = "bad_template"
@@ -122,8 +148,20 @@ def _fail(parsed: list, reason: str, tid: int) -> None:
 
 @dataclass(eq=False)
 class _Domain:
+    """One (session, domain)'s templates; ``generation`` changes whenever they change."""
+
     templates: dict[int, tuple[Template, float]] = field(default_factory=dict)
     generation: int = 0
+    _cache: dict = field(default_factory=dict)
+    _cache_generation: int = 0
+
+    def cache(self) -> dict:
+        """Scratch space for what depends on these templates (compiled plans); emptied
+        whenever the templates change."""
+        if self._cache_generation != self.generation:
+            self._cache.clear()
+            self._cache_generation = self.generation
+        return self._cache
 
 
 class TemplateStore:
@@ -217,7 +255,7 @@ class TemplateStore:
     def forget_session(self, session) -> None:
         """Drop every template of a session (a closed TCP connection)."""
         for key in [k for k in self._domains if k[0] == session]:
-            del self._domains[key]
+            self._domains.pop(key).generation = -1
         self._per_session.pop(session, None)
 
     def count(self, session) -> int:

@@ -11,8 +11,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 DAY_MS = 86_400_000
-MISSING_DAYS = (dt.date(2020, 4, 12), dt.date(2020, 4, 13), dt.date(2020, 4, 21),
-                dt.date(2020, 4, 22))
+MISSING_DAYS = (
+    dt.date(2020, 4, 12),
+    dt.date(2020, 4, 13),
+    dt.date(2020, 4, 21),
+    dt.date(2020, 4, 22),
+)
 SHORT_DAY = dt.date(2020, 4, 20)
 SHORT_DAY_HOURS = 3
 TEST_START = dt.date(2020, 3, 16)
@@ -47,7 +51,7 @@ class Day:
 
 
 def _epoch_ms(date: dt.date) -> int:
-    midnight = dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc)
+    midnight = dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC)
     return int(midnight.timestamp()) * 1000
 
 

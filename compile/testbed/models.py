@@ -74,8 +74,8 @@ def _tls(fwd_pk, rev_pk, fwd_size, rev_size, bulk=0.0, gap=(120, 0.8), port=443,
     return ServiceModel(
         PROTO_TCP,
         (port,),
-        _d(fwd_pk, (517, 60), fwd_size, empty=0.45, gap=gap),
-        _d(rev_pk, (1400, 40), rev_size, empty=0.15, bulk=bulk, gap=gap),
+        _d(fwd_pk, (517, 6), fwd_size, empty=0.45, gap=gap),
+        _d(rev_pk, (900, 15), rev_size, empty=0.15, bulk=bulk, gap=gap),
         **kw,
     )
 
@@ -83,7 +83,7 @@ def _tls(fwd_pk, rev_pk, fwd_size, rev_size, bulk=0.0, gap=(120, 0.8), port=443,
 MODELS: dict[str, ServiceModel] = {
     # Name lookups and time: nearly the same for every device.
     "dns": ServiceModel(
-        PROTO_UDP, (53,), _d(1, (34, 6)), _d(1, (90, 30)), destination="resolver", rtt=8
+        PROTO_UDP, (53,), _d(1, (34, 0.6)), _d(1, (90, 2.5)), destination="resolver", rtt=8
     ),
     "ntp": ServiceModel(
         PROTO_UDP, (123,), _d(1, (48, 0)), _d(1, (48, 0)), destination="timeserver", rtt=20
@@ -97,9 +97,7 @@ MODELS: dict[str, ServiceModel] = {
     # Cloud sessions over TLS.
     "tls_short": _tls((9, 0.3, 6, 16), (8, 0.3, 5, 14), (120, 60), (180, 90)),
     "tls_api": _tls((14, 0.5, 7, 40), (14, 0.5, 6, 40), (300, 150), (400, 250), bulk=0.1),
-    "tls_keepalive": _tls(
-        (18, 0.4, 8, 60), (16, 0.4, 8, 60), (45, 10), (45, 10), gap=(8000, 0.6)
-    ),
+    "tls_keepalive": _tls((18, 0.4, 8, 60), (16, 0.4, 8, 60), (45, 10), (45, 10), gap=(8000, 0.6)),
     "tls_download": _tls(
         (30, 0.5, 10, 120), (60, 0.6, 15, 400), (90, 30), (900, 300), bulk=0.75, gap=(15, 1.0)
     ),
@@ -107,24 +105,24 @@ MODELS: dict[str, ServiceModel] = {
     "http_get": ServiceModel(
         PROTO_TCP,
         (80,),
-        _d((6, 0.2, 5, 10), (220, 60), (0, 0), empty=0.95, gap=(40, 0.6)),
-        _d((6, 0.4, 4, 20), (600, 300), (1000, 300), empty=0.2, bulk=0.5, gap=(20, 0.8)),
+        _d((6, 0.2, 5, 10), (220, 8), (0, 0), empty=0.95, gap=(40, 0.6)),
+        _d((6, 0.4, 4, 20), (600, 40), (1000, 300), empty=0.2, bulk=0.5, gap=(20, 0.8)),
     ),
     "http_check": ServiceModel(
         PROTO_TCP,
         (80,),
-        _d((5, 0.1, 5, 7), (90, 20), (0, 0), empty=1.0, gap=(30, 0.4)),
-        _d((4, 0.1, 4, 6), (160, 20), (0, 0), empty=1.0, gap=(30, 0.4)),
+        _d((5, 0.1, 5, 7), (90, 4), (0, 0), empty=1.0, gap=(30, 0.4)),
+        _d((4, 0.1, 4, 6), (160, 4), (0, 0), empty=1.0, gap=(30, 0.4)),
     ),
     # Other UDP: NAT traversal, peer-to-peer relays, QUIC.
     "stun": ServiceModel(
-        PROTO_UDP, (3478,), _d((2, 0.4, 1, 4), (28, 4)), _d((2, 0.4, 1, 4), (72, 8))
+        PROTO_UDP, (3478,), _d((2, 0.4, 1, 4), (28, 1)), _d((2, 0.4, 1, 4), (72, 3))
     ),
     "p2p_keepalive": ServiceModel(
         PROTO_UDP,
         (32100,),
-        _d((6, 0.5, 2, 30), (44, 6), gap=(15000, 0.3)),
-        _d((6, 0.5, 1, 30), (44, 6), gap=(15000, 0.3)),
+        _d((6, 0.5, 2, 30), (44, 2), gap=(15000, 0.3)),
+        _d((6, 0.5, 1, 30), (44, 2), gap=(15000, 0.3)),
     ),
     "quic": ServiceModel(
         PROTO_UDP,
@@ -146,7 +144,10 @@ MODELS: dict[str, ServiceModel] = {
         PROTO_UDP, (67,), _d(1, (300, 0)), _d(0, (0, 0)), "broadcast", source_port=68
     ),
     "discovery_bcast": ServiceModel(
-        PROTO_UDP, (20002,), _d((2, 0.3, 1, 4), (60, 10), gap=(500, 0.3)), _d(0, (0, 0)),
+        PROTO_UDP,
+        (20002,),
+        _d((2, 0.3, 1, 4), (60, 10), gap=(500, 0.3)),
+        _d(0, (0, 0)),
         "broadcast",
     ),
     "linklocal_probe": ServiceModel(

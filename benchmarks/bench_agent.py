@@ -1,0 +1,277 @@
+"""The edge agent end to end over UDP loopback: throughput, loss, latency, memory.
+
+A sender process paces YAF biflow records with flow statistics (UDP-sized messages;
+templates in a message of their own, refreshed before each pass over the flows) at a
+target rate to an agent running in a worker process. The worker timestamps each
+datagram as the event loop takes it and again when its batch has been scored (homes
+and inventories are learnt from one pass over the same flows first, so the figures are
+the steady state), and reports records received and scored, latency percentiles, the
+predictor's share of the busy time, each stage's own rows/s on the same records, and
+its peak resident memory.
+
+``IOTWATCH_BENCH_BUNDLE`` names the bundle to use; without it one is trained once on
+synthetic flows with the default forest size (100 trees, up to 256 leaves; a tiny
+forest with ``quick``) in a separate process, so scikit-learn never inflates the
+worker's memory.
+
+    python -m benchmarks.bench_agent [--quick | --full]
+"""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(tempfile.gettempdir()) / "iotwatch-bench-agent-bundle"
+N_HOMES = 20_000
+SEED = 5
+
+
+def bench_flows(n: int, seed: int = 11) -> np.ndarray:
+    """Synthetic device flows spread over ``N_HOMES`` subscriber addresses in 100.64/10."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from model_fixtures import MAR_TEST, synthetic_flows
+
+    flows, _ = synthetic_flows(n // 4 + 1, MAR_TEST, 1, seed)
+    flows = flows[:n]
+    rng = np.random.default_rng(seed)
+    home = rng.integers(0, N_HOMES, n)
+    flows["sourceAddress"][:, 12] = 100
+    flows["sourceAddress"][:, 13] = 64 + (home >> 16)
+    flows["sourceAddress"][:, 14] = (home >> 8) & 0xFF
+    flows["sourceAddress"][:, 15] = home & 0xFF
+    now_ms = int(time.time() * 1000)
+    flows["flowStartMilliseconds"] = now_ms - 60_000 + np.arange(n) % 50_000
+    flows["flowEndMilliseconds"] = flows["flowStartMilliseconds"] + 500
+    return flows
+
+
+def _bundle(quick: bool) -> Path:
+    given = os.environ.get("IOTWATCH_BENCH_BUNDLE")
+    if given:
+        return Path(given)
+    folder = CACHE / ("tiny" if quick else "default")
+    if (folder / "bundle" / "manifest.json").exists():
+        return folder / "bundle"
+    size = "" if quick else "grid='100x5', max_leaves=256"
+    code = (
+        "import sys; sys.path.insert(0, 'tests');"
+        "from pathlib import Path; from model_fixtures import datasets, tiny_options;"
+        "from compile.train import fit_bundle;"
+        f"train, test = datasets(n_per_class={300 if quick else 3000});"
+        f"fit_bundle(train, test, Path({str(folder / 'bundle')!r}), tiny_options({size}))"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    return folder / "bundle"
+
+
+def sender(port: int, rate: float, seconds: float, seed: int) -> dict:
+    """Send paced datagrams to ``port`` for ``seconds``; records and datagrams sent.
+
+    Templates go in a message of their own, sent again before each pass over the
+    flows (as a UDP exporter refreshes them), not in every message.
+    """
+    from agent.ipfix import Decoder
+    from agent.ipfix.writer import yaf_messages
+
+    flows = bench_flows(20_000, seed)
+    messages = list(yaf_messages(flows, mtu=1400, templates="once"))
+    decoder = Decoder()
+    rows = [len(decoder.decode_message(m, "count").flows) for m in messages]
+    per_message = len(flows) / len(messages)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent, records = 0, 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        due = int(elapsed * rate / per_message) + 1 if rate else sent + 64
+        while sent < due:
+            sock.sendto(messages[sent % len(messages)], ("127.0.0.1", port))
+            records += rows[sent % len(messages)]
+            sent += 1
+        if rate:
+            time.sleep(0.0005)
+    return {"records": records, "datagrams": sent, "seconds": elapsed}
+
+
+def worker(bundle: Path, port: int, seconds: float) -> dict:
+    """Run the agent in this process for ``seconds`` and report what it measured."""
+    import psutil
+
+    from agent.app import Agent
+    from agent.config import build_config
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-agent-"))
+    config = build_config(
+        {
+            "agent": {"id": "bench", "log_level": "WARNING"},
+            "listen": {
+                "address": "127.0.0.1",
+                "udp_port": port,
+                "tcp_port": 0,
+                "exporters": ["127.0.0.1"],
+            },
+            "model": {"bundle": str(bundle)},
+            "homes": {"prefixes": ["100.64.0.0/10"]},
+            "spool": {"path": str(folder / "spool")},
+        },
+        base=folder,
+    )
+    agent = Agent(config)
+    agent.pipeline.roll(time.time())
+    agent.pipeline.process(bench_flows(20_000, SEED))
+    arrivals: list[float] = []
+    latencies: list[float] = []
+    sizes: list[int] = []
+    busy = {"pipeline": 0.0, "predictor": 0.0}
+
+    on_message, flush = agent.on_message, agent.batcher.flush
+    predict = agent.bundle.predictor.predict_proba
+
+    def timed_message(message, session):
+        arrivals.append(time.perf_counter())
+        on_message(message, session)
+
+    def timed_flush():
+        sizes.append(agent.batcher.rows)
+        started = time.perf_counter()
+        flush()
+        done = time.perf_counter()
+        busy["pipeline"] += done - started
+        latencies.extend(done - t for t in arrivals)
+        arrivals.clear()
+
+    def timed_predict(X):
+        started = time.perf_counter()
+        out = predict(X)
+        busy["predictor"] += time.perf_counter() - started
+        return out
+
+    agent.on_message = timed_message
+    agent.receiver.handler = timed_message
+    agent.batcher.flush = timed_flush
+    agent.bundle.predictor.predict_proba = timed_predict
+
+    process = psutil.Process()
+    peak = {"rss": 0}
+
+    async def main():
+        await agent.start()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            peak["rss"] = max(peak["rss"], process.memory_info().rss)
+            await asyncio.sleep(0.2)
+        agent.stopping.set()
+        await agent.shutdown()
+
+    asyncio.run(main())
+    counters = agent.metrics.snapshot()
+    lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
+    return {
+        "records_in": counters.get("records_in", 0),
+        "scored": counters.get("scored", 0),
+        "decode_errors": counters.get("decode_errors", 0),
+        "latency_p50_ms": float(np.percentile(lat, 50)),
+        "latency_p99_ms": float(np.percentile(lat, 99)),
+        "pipeline_s": busy["pipeline"],
+        "predictor_s": busy["predictor"],
+        "rss_mb": peak["rss"] / 2**20,
+        "batch_rows_mean": float(np.mean(sizes)) if sizes else 0.0,
+        **stages(agent, predict),
+    }
+
+
+def stages(agent, predict) -> dict:
+    """Rows/s of each stage alone on the same records, in 1024-row batches."""
+    from agent.features import feature_matrix
+    from agent.ipfix import Decoder
+    from agent.ipfix.writer import yaf_messages
+
+    flows = bench_flows(20_480, SEED)
+    rates = {}
+    for mode in ("every", "once"):
+        messages = list(yaf_messages(flows, mtu=1400, templates=mode))
+        decoder = Decoder()
+        started = time.perf_counter()
+        for message in messages:
+            decoder.decode_message(message, ("udp", "127.0.0.1", 1))
+        rates[f"decode_templates_{mode}_rows_per_s"] = len(flows) / (time.perf_counter() - started)
+
+    X = feature_matrix(flows)
+    started = time.perf_counter()
+    for part in np.array_split(X, 20):
+        predict(part)
+    rates["predictor_rows_per_s"] = len(X) / (time.perf_counter() - started)
+
+    agent.bundle.predictor.predict_proba = predict
+    started = time.perf_counter()
+    for part in np.array_split(flows, 20):
+        agent.pipeline.process(part)
+    rates["pipeline_rows_per_s"] = len(flows) / (time.perf_counter() - started)
+    return rates
+
+
+def scenario(bundle: Path, rate: float, seconds: float) -> dict:
+    """One run: a worker and a paced sender; merged figures."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    me = [sys.executable, "-m", "benchmarks.bench_agent"]
+    agent = subprocess.Popen(
+        me + ["worker", str(bundle), str(port), str(seconds + 6)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3.0)
+    sent = json.loads(
+        subprocess.run(
+            me + ["sender", str(port), str(rate), str(seconds), str(SEED)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    got = json.loads(agent.communicate(timeout=seconds + 120)[0])
+    lost = sent["records"] - got["records_in"]
+    return {
+        "target_rate": rate or "unpaced",
+        "sent_rate": round(sent["records"] / sent["seconds"]),
+        "records_sent": sent["records"],
+        "records_lost": lost,
+        "scored": got["scored"],
+        "latency_p50_ms": round(got["latency_p50_ms"], 3),
+        "latency_p99_ms": round(got["latency_p99_ms"], 3),
+        "predictor_share_live": round(got["predictor_s"] / max(got["pipeline_s"], 1e-9), 3),
+        "rss_mb": round(got["rss_mb"], 1),
+        "batch_rows_mean": round(got["batch_rows_mean"], 1),
+        **{key: round(value) for key, value in got.items() if key.endswith("_rows_per_s")},
+    }
+
+
+def run(quick: bool) -> dict:
+    """Latency at 10k records/s, then loss at 100k records/s, then unpaced."""
+    bundle = _bundle(quick)
+    seconds = 2.0 if quick else 60.0
+    rows = [scenario(bundle, rate, seconds) for rate in (10_000, 100_000, 0)]
+    return {"bundle": str(bundle), "seconds_per_run": seconds, "rows": rows}
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else "--quick"
+    if command == "worker":
+        print(json.dumps(worker(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))))
+    elif command == "sender":
+        rate, seconds = float(sys.argv[3]), float(sys.argv[4])
+        print(json.dumps(sender(int(sys.argv[2]), rate, seconds, int(sys.argv[5]))))
+    else:
+        print(json.dumps(run(quick=command == "--quick"), indent=2))
