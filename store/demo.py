@@ -40,8 +40,9 @@ def start_store(
     port: int = 0,
     **settings,
 ) -> StoreServer:
-    """A store serving on a background thread (``.url``, ``.stop()``); device types from
-    the bundle when given."""
+    """A store serving on a background thread (``.url``, ``.stop()``); the known device
+    types from ``bundle`` (a bundle folder, its manifest.json, or a one-per-line text file)
+    when given, else any."""
     rules = Rules(load_device_types(bundle) if bundle else None)
     server = StoreServer(
         Settings(db_url=db_url, secrets=load_agents(agents_file), rules=rules, **settings),
