@@ -25,6 +25,7 @@ import logging
 import os
 import pickle
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,10 +57,13 @@ def _measured_gcc(workdir: Path) -> tuple[Path, Path]:
     cc1 and the linker) rather than from this process's RUSAGE_CHILDREN, whose figure a
     forked child inherits from the Python process it was copied from.
     """
+    gnu_time, gcc = Path("/usr/bin/time"), shutil.which("gcc")
+    if not gnu_time.is_file() or gcc is None:
+        raise RuntimeError("need gcc and GNU time (/usr/bin/time, Debian package 'time')")
     bindir, peaks = workdir / "bin", workdir / "cc-peaks.txt"
     bindir.mkdir(parents=True, exist_ok=True)
     wrapper = bindir / "gcc"
-    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/time -f %M -a -o "{peaks}" /usr/bin/gcc "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexec {gnu_time} -f %M -a -o "{peaks}" {gcc} "$@"\n')
     wrapper.chmod(0o755)
     os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
     return wrapper, peaks

@@ -13,6 +13,7 @@ packages=(
   gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-mipsel-linux-gnu gcc-mips-linux-gnu
   libc6-dev-arm64-cross libc6-dev-armhf-cross libc6-dev-mipsel-cross libc6-dev-mips-cross
   qemu-user
+  time
 )
 
 missing=()
