@@ -109,6 +109,7 @@ class Agent:
             self.metrics,
             on_session_closed=self.decoder.forget_session,
             on_drained=self.on_drained,
+            on_burst=self.on_burst,
         )
         self.errors = RateLimitedLog(log)
         self.stopping = asyncio.Event()
@@ -126,12 +127,24 @@ class Agent:
         self.metrics.inc("datagrams_in")
         result = self.decoder.decode_message(message, session)
         if result.error is not None:
-            self.metrics.inc("decode_errors")
-            reason = getattr(result.error, "code", type(result.error).__name__)
-            self.errors.warning(
-                (session[1], reason), "IPFIX from %s: %s", session[1], result.error
-            )
-        flows = result.flows
+            self._decode_failed(session, result.error)
+        self._take(result.flows)
+
+    def on_burst(self, datagrams: list[bytes], sessions: list) -> None:
+        """Datagrams taken from the UDP socket in one wakeup, decoded in one call."""
+        self.metrics.inc("datagrams_in", len(datagrams))
+        result = self.decoder.decode_datagrams(datagrams, sessions)
+        for index, error in result.errors:
+            self._decode_failed(sessions[index], error)
+        self._take(result.flows)
+
+    def _decode_failed(self, session, error) -> None:
+        self.metrics.inc("decode_errors")
+        reason = getattr(error, "code", type(error).__name__)
+        self.errors.warning((session[1], reason), "IPFIX from %s: %s", session[1], error)
+
+    def _take(self, flows) -> None:
+        """Queue decoded rows for scoring; arm the batch timeout if they must wait."""
         if len(flows) == 0:
             return
         self.metrics.inc("records_in", len(flows))

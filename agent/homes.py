@@ -170,12 +170,14 @@ class Homes:
     def assign(self, flows: np.ndarray) -> Assignment:
         """The home slot of every flow, -1 where the flow has no home here."""
         src_hi, src_lo = address_words(flows["sourceAddress"])
-        dst_hi, dst_lo = address_words(flows["destinationAddress"])
         src_in = _in_prefixes(src_hi, src_lo, self.prefixes)
-        dst_in = _in_prefixes(dst_hi, dst_lo, self.prefixes)
         slot = np.full(len(flows), -1, dtype=np.int32)
-        inbound = int(np.count_nonzero(~src_in & dst_in))
-        outside = int(np.count_nonzero(~src_in & ~dst_in))
+        inbound = outside = 0
+        if not src_in.all():
+            dst_hi, dst_lo = address_words(flows["destinationAddress"][~src_in])
+            dst_in = _in_prefixes(dst_hi, dst_lo, self.prefixes)
+            inbound = int(np.count_nonzero(dst_in))
+            outside = len(dst_in) - inbound
         if not src_in.any():
             return Assignment(slot, outside, inbound, 0)
 

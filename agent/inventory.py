@@ -7,8 +7,9 @@ complete, so the earliest the agent could have known); hit_time = detected - fir
 hit_flow counts the flows predicted as L up to and including that first accepted one.
 
 State is a few (homes x types) arrays indexed by home slot and class index, grown by
-doubling up to the homes cap; a batch is folded in with sorts and reductions, and Python
-code runs only for new detections.
+doubling up to the homes cap; a batch is folded in with sorts and reductions over the
+flows of (home, type) pairs not yet detected (once detected, nothing of a pair changes),
+and Python code runs only for new detections.
 """
 
 import logging
@@ -53,6 +54,16 @@ class Inventory:
         self._grow(int(slot.max()) + 1)
         n_classes = len(self.classes)
         key = slot.astype(np.int64) * n_classes + label
+        pending = np.isnan(self.detected.reshape(-1)[key])
+        if not pending.all():
+            if not pending.any():
+                return []
+            key, accepted, start, end = (
+                key[pending],
+                accepted[pending],
+                start[pending],
+                end[pending],
+            )
         order = np.argsort(key, kind="stable")
         keys, group_start, group_size = np.unique(
             key[order], return_index=True, return_counts=True

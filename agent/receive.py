@@ -5,8 +5,10 @@ connections from one, are counted (``datagrams_unknown_exporter``) and dropped. 
 accepted message goes to a handler with its transport session, ``("udp"|"tcp", host,
 port)`` (a TCP session also numbers its connection, so templates die with it). The UDP
 socket asks for a large kernel receive buffer, since exporters send in bursts, and is
-read until empty on each wakeup; ``on_drained`` then lets the caller score what came in,
-so batches are small when traffic is light (low latency) and grow with the backlog.
+read until empty on each wakeup; the datagrams taken go to ``on_burst`` together (to be
+decoded in one call), or one by one to the handler, and ``on_drained`` then lets the
+caller score what came in, so batches are small when traffic is light (low latency)
+and grow with the backlog.
 """
 
 import asyncio
@@ -75,14 +77,18 @@ def _udp_socket(address: str, port: int) -> socket.socket:
 
 
 class Receiver:
-    """UDP and TCP listeners feeding ``handler(message, session)``."""
+    """UDP and TCP listeners feeding ``handler(message, session)`` (TCP, and UDP without
+    ``on_burst``) or ``on_burst(messages, sessions)`` (UDP)."""
 
-    def __init__(self, exporters, handler, metrics, on_session_closed=None, on_drained=None):
+    def __init__(
+        self, exporters, handler, metrics, on_session_closed=None, on_drained=None, on_burst=None
+    ):
         self.allowed = ExporterFilter(exporters, metrics)
         self.handler = handler
         self.metrics = metrics
         self.on_session_closed = on_session_closed
         self.on_drained = on_drained
+        self.on_burst = on_burst
         self.sockets: list[socket.socket] = []
         self.servers: list[asyncio.AbstractServer] = []
         self._connections = 0
@@ -98,7 +104,8 @@ class Receiver:
         return bound
 
     def _read_datagrams(self, sock: socket.socket) -> None:
-        """Take every datagram waiting (up to a bound, for fairness), then report drained."""
+        """Take every datagram waiting (up to a bound, for fairness) as one burst."""
+        datagrams, sessions = [], []
         for _ in range(MAX_DATAGRAMS_PER_WAKEUP):
             try:
                 data, addr = sock.recvfrom(65535)
@@ -109,7 +116,14 @@ class Receiver:
                 break
             exporter = self.allowed.check(addr[0])
             if exporter is not None:
-                self.handler(data, ("udp", exporter, addr[1]))
+                datagrams.append(data)
+                sessions.append(("udp", exporter, addr[1]))
+        if datagrams:
+            if self.on_burst is not None:
+                self.on_burst(datagrams, sessions)
+            else:
+                for data, session in zip(datagrams, sessions):
+                    self.handler(data, session)
         if self.on_drained is not None:
             self.on_drained()
 

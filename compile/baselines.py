@@ -52,16 +52,31 @@ def trust_baselines(
     accepted: np.ndarray,
     classes: list[str],
     window_seconds: float,
+    *,
+    end_ms_all: np.ndarray | None = None,
+    y_all: np.ndarray | None = None,
 ) -> dict:
-    """Per class {n_expected, accept_rate, sigma_trust} from labelled, scored training rows."""
+    """Per class {n_expected, accept_rate, sigma_trust} from labelled, scored training rows.
+
+    When the scored rows are a sample of all training rows (``end_ms_all``, ``y_all``),
+    n_expected and the windows come from all rows and each scored row counts for the
+    rows of its class it stands for.
+    """
     n_classes = len(classes)
-    windows = window_index(end_ms, window_seconds)
-    _, flows = counts_per_window(windows, y, n_classes)
-    _, hits = counts_per_window(windows, label, n_classes, accepted)
+    if end_ms_all is None or y_all is None:
+        end_ms_all, y_all = end_ms, y
+    total = np.bincount(y_all, minlength=n_classes)
+    sampled = np.bincount(y, minlength=n_classes)
+    weight = np.where(sampled > 0, total / np.maximum(sampled, 1), 0.0)[y]
+
+    present, flows = counts_per_window(window_index(end_ms_all, window_seconds), y_all, n_classes)
+    position = np.searchsorted(present, window_index(end_ms, window_seconds))
+    hits = np.zeros(flows.shape)
+    np.add.at(hits, (position[accepted], label[accepted]), weight[accepted])
 
     n_expected = flows.mean(axis=0)
-    total = flows.sum(axis=0)
-    accept_rate = np.where(total > 0, hits.sum(axis=0) / np.maximum(total, 1), 0.0)
+    accepted_total = np.bincount(label[accepted], weight[accepted], minlength=n_classes)
+    accept_rate = np.where(total > 0, accepted_total / np.maximum(total, 1), 0.0)
     expected = n_expected * accept_rate
     with np.errstate(divide="ignore", invalid="ignore"):
         raw = np.where(expected > 0, hits / expected, 0.0)

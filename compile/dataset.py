@@ -1,12 +1,12 @@
 """A labelled data set of remote flows, read from a lab capture folder.
 
 The folder holds flow records, either YAF-format IPFIX files (``*.ipfix``) or Super
-Mediator JSON lines (``*.json``), below its ``lab`` folder (or below it), and ``devices.csv`` (``mac,
-device_type``), the only source of labels: a record belongs to the device type of its
-source MAC, else of its destination MAC; records of neither are dropped, and so are
-local flows, which an ISP's edge never sees. The split is by time, as in the paper
-(training: January and 1-15 March; testing: 16 March to the end of April, any year),
-or by date ranges given as ``YYYY-MM-DD:YYYY-MM-DD[,...]`` (both ends included).
+Mediator JSON lines (``*.json``), below its ``lab`` folder (or below the folder itself),
+and ``devices.csv`` (``mac,device_type``), the only source of labels: a record belongs to
+the device type of its source MAC, else of its destination MAC; records of neither are
+dropped, and so are local flows, which an ISP's edge never sees. The split is by time,
+as in the paper (training: January and 1-15 March; testing: 16 March to the end of
+April, any year), or by date ranges given as ``YYYY-MM-DD:YYYY-MM-DD[,...]`` (both ends included).
 """
 
 import csv

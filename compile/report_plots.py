@@ -1,4 +1,5 @@
-"""The report's figures, numbered as the paper's (matplotlib, Agg backend, PNG files)."""
+"""The evaluation report's output: figures numbered as the paper's (matplotlib, Agg
+backend, PNG files) and the ``report.md`` page that shows them with the tables."""
 
 from pathlib import Path
 
@@ -83,3 +84,151 @@ def trust_of_changes(days: list[str], trust: dict[str, list], spans: dict, path:
     step = max(1, len(days) // 15)
     axes[-1].set_xticks(at[::step], [days[i] for i in at[::step]], rotation=60, fontsize=7)
     return _save(fig, path)
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def write_report(path: Path, m: dict, manifest: dict, methods=("lambda1", "lambda2")) -> None:
+    """report.md: headline figures, Table III, per-class and per-service tables, figures."""
+    prov = manifest.get("provenance", {})
+    params = prov.get("parameters", {})
+    bound = m.get("bound_cost") or {}
+    lines = [
+        "# Evaluation of model bundle " + m["bundle"],
+        "",
+        (
+            f"Test rows: {m['test_rows']}. Forest: {params.get('trees')} trees, "
+            f"{params.get('max_features')} features per split, at most "
+            f"{params.get('max_leaves')} leaves per tree; thresholds: {m['threshold_method']}."
+        ),
+        "",
+        _row(["figure", "value", "paper (section V)"]),
+        _row(["---", "---", "---"]),
+    ]
+    headline = [
+        ("CV macro accuracy (training, tuning)", m["cv_macro_accuracy"], "90%"),
+        ("test macro accuracy, model alone", m["test_macro_accuracy_model"], "82%"),
+        ("test macro accuracy, lambda1", m["test_macro_accuracy_lambda1"], "96%"),
+        ("test discard rate, lambda1 (all flows)", m["test_discard_rate_lambda1"], "-"),
+        (
+            "mean discard rate per class, lambda1",
+            m["test_mean_class_discard_rate_lambda1"],
+            "about 16%",
+        ),
+        ("test macro accuracy, lambda2", m["test_macro_accuracy_lambda2"], "-"),
+        ("test discard rate, lambda2 (all flows)", m["test_discard_rate_lambda2"], "-"),
+        ("model alone, bounded forest", bound.get("test_macro_accuracy_bounded"), "-"),
+        ("model alone, unbounded forest", bound.get("test_macro_accuracy_unbounded"), "-"),
+    ]
+    lines += [_row([name, _pct(value), paper]) for name, value, paper in headline]
+    for method in methods:
+        if m[f"classes_without_accepted_{method}"]:
+            names = ", ".join(m[f"classes_without_accepted_{method}"])
+            lines += ["", f"No accepted prediction with {method} (left out of its mean): {names}."]
+    lines += ["", "## Table III: accepted / discarded x correct / incorrect", ""]
+    lines += [
+        _row(
+            ["set", "method", "acc. correct", "acc. incorrect", "disc. correct", "disc. incorrect"]
+        ),
+        _row(["---"] * 6),
+    ]
+    for name, table in (
+        ("training (out of fold)", m.get("table3_training")),
+        ("test", m["table3_test"]),
+    ):
+        for method, t in (table or {}).items():
+            lines.append(
+                _row(
+                    [name, method]
+                    + [
+                        str(t[k])
+                        for k in (
+                            "accepted_correct",
+                            "accepted_incorrect",
+                            "discarded_correct",
+                            "discarded_incorrect",
+                        )
+                    ]
+                )
+            )
+    lines += [
+        "",
+        "## Per class",
+        "",
+        _row(
+            [
+                "device type",
+                "flows",
+                "model recall",
+                "lambda1 accuracy",
+                "lambda1 discard",
+                "lambda2 accuracy",
+                "lambda2 discard",
+            ]
+        ),
+        _row(["---"] * 7),
+    ]
+    for name, c in m["per_class"].items():
+        lines.append(
+            _row(
+                [
+                    name,
+                    str(c["flows"]),
+                    _pct(c.get("model_recall")),
+                    _pct(c.get("accuracy_lambda1")),
+                    _pct(c.get("discard_rate_lambda1")),
+                    _pct(c.get("accuracy_lambda2")),
+                    _pct(c.get("discard_rate_lambda2")),
+                ]
+            )
+        )
+    lines += [
+        "",
+        f"## Per service ({m['threshold_method']})",
+        "",
+        _row(["service", "flows", "accuracy", "discard rate"]),
+        _row(["---"] * 4),
+    ]
+    for name, s in m["per_service"].items():
+        lines.append(_row([name, str(s["flows"]), _pct(s["accuracy"]), _pct(s["discard_rate"])]))
+    trust = m["trust"]
+    lines += ["", f"## Behaviour changes (trust below {trust['flag_below']})", ""]
+    if trust["changes"]:
+        lines += [
+            _row(["device type", "kind", "start", "flagged on", "delay (days)"]),
+            _row(["---"] * 5),
+        ]
+        for c in trust["changes"]:
+            delay = "-" if c["delay_days"] is None else f"{c['delay_days']:.0f}"
+            lines.append(
+                _row(
+                    [
+                        str(c.get("device_type")),
+                        str(c.get("kind")),
+                        str(c.get("start")),
+                        str(c["flagged_day"] or "not flagged"),
+                        delay,
+                    ]
+                )
+            )
+    else:
+        lines.append("No injected changes listed (changes.json absent or empty).")
+    lines += [
+        "",
+        (
+            f"Highest share of flagged windows of a device type without a change: "
+            f"{_pct(trust['unchanged_max_flag_rate'])}."
+        ),
+        "",
+        "## Figures",
+        "",
+    ]
+    for key, name in sorted(m.get("figures", {}).items()):
+        lines.append(f"![{key}]({name})")
+    path.write_text("\n".join(lines) + "\n")

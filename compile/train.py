@@ -188,6 +188,8 @@ class Options:
     window: float = DEFAULTS["window"]
     jobs: int = 0
     min_class_rows: int = 10
+    oof_rows: int = 0
+    compare_rows: int = 0
     no_unbounded: bool = False
     no_quantize: bool = False
     train_dates: str | None = None
@@ -253,20 +255,28 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
     trees, features = best["trees"], best["max_features"]
     seconds = {"tune": time.monotonic() - started}
 
+    sample = subsample(y, args.oof_rows, args.seed)
     oof = out_of_fold(
-        X,
-        y,
+        X[sample],
+        y[sample],
         make_forest(trees, features, args.max_leaves, args.seed, jobs),
         folds=args.folds,
         seed=args.seed,
     )
-    lambdas = thresholds.class_thresholds(oof, y)
+    lambdas = thresholds.class_thresholds(oof, y[sample])
     arrays = thresholds.as_arrays(lambdas)
     trust_base = {}
     for method in METHODS:
         label, _, accepted = apply_thresholds(oof, arrays, method)
         trust_base[method] = baselines.trust_baselines(
-            data.flows["flowEndMilliseconds"], y, label, accepted, classes, args.window
+            data.flows["flowEndMilliseconds"][sample],
+            y[sample],
+            label,
+            accepted,
+            classes,
+            args.window,
+            end_ms_all=data.flows["flowEndMilliseconds"],
+            y_all=y,
         )
     seconds["out_of_fold"] = time.monotonic() - started - sum(seconds.values())
 
@@ -281,7 +291,18 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
             )
         }
         if not args.no_unbounded:
-            proba, leaves = unbounded_proba(X, y, test_X, trees, features, args.seed, jobs)
+            rows = subsample(y, args.compare_rows, args.seed)
+            proba, leaves = unbounded_proba(
+                X[rows], y[rows], test_X, trees, features, args.seed, jobs
+            )
+            bound["compare_rows"] = len(rows)
+            if len(rows) < len(y):
+                same = make_forest(trees, features, args.max_leaves, args.seed, jobs)
+                same.fit(X[rows], y[rows])
+                bound["test_macro_accuracy_bounded_same_rows"] = macro_recall(
+                    test_y, same.predict(test_X), len(classes)
+                )
+                del same
             bound["test_macro_accuracy_unbounded"] = macro_recall(
                 test_y, proba.argmax(axis=1), len(classes)
             )
@@ -329,9 +350,10 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
             }
         )
         manifest["training"] = {
-            "table3": thresholds.table3(oof, y, lambdas),
-            "confidence_by_class": thresholds.confidence_by_class(oof, y),
-            "oof_macro_accuracy": macro_recall(y, oof.argmax(axis=1), len(classes)),
+            "out_of_fold_rows": len(sample),
+            "table3": thresholds.table3(oof, y[sample], lambdas),
+            "confidence_by_class": thresholds.confidence_by_class(oof, y[sample]),
+            "oof_macro_accuracy": macro_recall(y[sample], oof.argmax(axis=1), len(classes)),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if out.exists():
@@ -414,6 +436,18 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=10,
         help="leave out device types with fewer training records",
+    )
+    p.add_argument(
+        "--oof-rows",
+        type=int,
+        default=0,
+        help="stratified sample for out-of-fold confidences (thresholds), 0 = all rows",
+    )
+    p.add_argument(
+        "--compare-rows",
+        type=int,
+        default=0,
+        help="stratified sample for the bounded vs unbounded comparison, 0 = all rows",
     )
     p.add_argument("--jobs", type=int, default=0, help="CPU threads, 0 = all")
     p.add_argument(

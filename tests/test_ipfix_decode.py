@@ -156,7 +156,7 @@ def test_fixed_length_paths_agree_and_reduced_length():
     assert flows["packetTotalCount"].tolist() == [9, 9, 9]
     assert flows["octetTotalCount"].tolist() == [70000] * 3
     assert flows["flowEndMilliseconds"].tolist() == [1_600_000_002_000] * 3
-    plan = decoder.templates.get("s", 1, 300, 0).cache["plan"][1]
+    plan = decoder.plan_for("s", 1, decoder.templates.get("s", 1, 300, 0))
     body = (rec * 3)[:]
     if flowplan._native is not None:
         native = flowplan.decode_flows(body, plan, use_native=True)

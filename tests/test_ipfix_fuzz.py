@@ -192,7 +192,7 @@ def test_random_data_sets_match_between_paths(payload):
     if flowplan._native is None:
         pytest.skip("agent.ipfix._native not built")
     decoder, _ = decode_fresh(message(data_set(FLOW_TID, yaf_record(1))))
-    plan = decoder.templates.get("s", 1, FLOW_TID, 0).cache["plan"][1]
+    plan = decoder.plan_for("s", 1, decoder.templates.get("s", 1, FLOW_TID, 0))
     outcomes = []
     for use_native in (True, False):
         try:

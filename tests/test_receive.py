@@ -58,6 +58,33 @@ def test_udp_from_configured_exporter_is_delivered():
     assert metrics.counters["datagrams_unknown_exporter"] == 0
 
 
+def test_udp_bursts_carry_every_datagram_in_order():
+    """With on_burst, datagrams waiting together arrive as one list, in order, with sessions."""
+
+    async def scenario():
+        bursts, drained, metrics = [], [], Metrics()
+        receiver = Receiver(
+            {"127.0.0.1"},
+            None,
+            metrics,
+            on_burst=lambda d, s: bursts.append((d, s)),
+            on_drained=lambda: drained.append(1),
+        )
+        host, port = (await receiver.start_udp("127.0.0.1", 0))[:2]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for i in range(20):
+                sock.sendto(message(bytes([i])), (host, port))
+        assert await wait_until(lambda: sum(len(d) for d, _ in bursts) == 20)
+        await receiver.close()
+        return bursts, drained
+
+    bursts, drained = run(scenario())
+    datagrams = [d for burst, _ in bursts for d in burst]
+    assert datagrams == [message(bytes([i])) for i in range(20)]
+    assert all(s[:2] == ("udp", "127.0.0.1") for _, sessions in bursts for s in sessions)
+    assert len(drained) >= len(bursts)
+
+
 def test_udp_dual_stack_socket_accepts_ipv4_exporters():
     """Listening on :: takes IPv4 datagrams and names the exporter by its IPv4 address."""
 

@@ -325,7 +325,7 @@ def test_flow_count_changes():
     assert len(bravia[0]) == round(98_019 * 0.1)
     roomba_days = pick(*[d(2020, 4, k) for k in range(1, 9)], d(2020, 4, 20))
     roomba = [len(f) for f in full_scale(["iRobot Roomba"], roomba_days)["iRobot Roomba"]]
-    assert 40 <= np.mean(roomba[:-1]) <= 60 and roomba[-1] <= 15
+    assert 40 <= np.mean(roomba[:-1]) <= 60 and roomba[-1] == 6
 
 
 def test_plug_drifts_toward_planex(lab):

@@ -198,3 +198,27 @@ def test_unbounded_forest_grown_in_chunks():
     assert proba.shape == (len(Xt), len(CLASSES))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert leaves["total"] >= leaves["max"] >= 2
+
+
+def test_trust_baselines_from_a_sample_stand_for_all_rows():
+    """Scored on a class-stratified sample, counts are scaled back to all rows."""
+    rng = np.random.default_rng(4)
+    end_ms = np.sort(rng.integers(0, 10 * 86_400_000, 4000))
+    y = rng.integers(0, 2, 4000)
+    label = y.copy()
+    accepted = rng.random(4000) < 0.7
+    full = baselines.trust_baselines(end_ms, y, label, accepted, ["a", "b"], 86_400)
+    sample = np.concatenate([np.flatnonzero(y == 0)[::2], np.flatnonzero(y == 1)[::4]])
+    part = baselines.trust_baselines(
+        end_ms[sample],
+        y[sample],
+        label[sample],
+        accepted[sample],
+        ["a", "b"],
+        86_400,
+        end_ms_all=end_ms,
+        y_all=y,
+    )
+    for name in ("a", "b"):
+        assert part[name]["n_expected"] == full[name]["n_expected"]
+        assert part[name]["accept_rate"] == pytest.approx(full[name]["accept_rate"], abs=0.05)

@@ -28,7 +28,7 @@ typedef struct {
     const uint16_t *sub_tids;
     const uint16_t *sub_lens;
     int32_t nfields, nops, nsub;
-    uint16_t min_length;
+    uint32_t min_length;
     int8_t ip_version;  /* written to every row of a set decoded without error; -1: not */
 } ipfix_plan;
 

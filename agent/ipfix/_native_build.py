@@ -15,7 +15,7 @@ ffibuilder.cdef(
     typedef struct {
         const uint16_t *field_lens; const uint8_t *field_kinds; const ipfix_op *ops;
         const uint16_t *sub_tids; const uint16_t *sub_lens;
-        int32_t nfields, nops, nsub; uint16_t min_length; int8_t ip_version;
+        int32_t nfields, nops, nsub; uint32_t min_length; int8_t ip_version;
     } ipfix_plan;
     typedef struct {
         uint32_t off, len, domain; uint16_t plan; uint16_t pad; int32_t rows; int32_t error;

@@ -98,6 +98,7 @@ class Decoder:
         state, but messages that repeat known templates skip Python's per-message work.
         Never raises on bad input.
         """
+        now = time.monotonic() if now is None else now
         return batch.decode_datagrams(self, datagrams, sessions, now)
 
     def plan_for(self, session, domain: int, template: Template) -> flowplan.FlowPlan:

@@ -331,7 +331,7 @@ def _fallback_jobs(buf: bytes, jobs: np.ndarray, plans: list, out: np.ndarray) -
 
 def _native_plan(native, plan: FlowPlan):
     """The plan as an ``ipfix_plan`` struct, made once per plan."""
-    cache = plan.__dict__.setdefault("_c", {})
+    cache = plan.__dict__.setdefault("_c_plan", {})
     struct = cache.get("plan")
     if struct is None:
         ffi = native.ffi

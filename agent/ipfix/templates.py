@@ -18,8 +18,10 @@ TEMPLATE_SET_ID = 2
 OPTIONS_TEMPLATE_SET_ID = 3
 MIN_DATA_SET_ID = 256
 MAX_FIELDS = 512
-#: Template sets kept parsed, by their octets (exporters repeat the same ones over UDP).
+#: Template sets kept parsed, by their octets (exporters repeat the same ones over UDP),
+#: and the longest set kept: memory stays under a few megabytes.
 PARSED_CACHE_SIZE = 256
+PARSED_CACHE_MAX_OCTETS = 8192
 
 #: Element names that make a template's data records flow records.
 FLOW_KEY_NAMES = frozenset(
@@ -127,6 +129,8 @@ def parse_template_set_cached(body, set_id: int) -> list[tuple[int, Template | N
     The same ``Template`` objects come back for the same octets; they are read-only once
     parsed, so sessions may share them.
     """
+    if len(body) > PARSED_CACHE_MAX_OCTETS:
+        return parse_template_set(body, set_id)
     key = (set_id, bytes(body))
     parsed = _parsed.get(key)
     if parsed is not None:

@@ -2,7 +2,8 @@
 
 Names and categories follow the paper (Pashamokhtari et al., section III-A) and the
 KDDI-IoT-2019 lab it describes; where the paper names fewer than 26 Internet-talking
-devices the table adds common devices of such a lab. Rates are remote and local flows
+devices the table adds common devices of such a lab (Echo Dot, Nature Remo, Awair,
+Qwatch, Clova, eRemote, Planex pan-tilt camera stand in for names not published here). Rates are remote and local flows
 per full capture day at scale 1, chosen so that the totals of Fig. 2 and the share of
 local flows (about 70%) come out as published. ``remote`` and ``local`` bind service
 models (``models.py``) with a weight each; ``interaction`` lists the flows a user session
@@ -28,7 +29,6 @@ class Device:
     remote: tuple[tuple[str, ServiceModel, float], ...] = ()
     local: tuple[tuple[str, ServiceModel, float], ...] = ()
     interaction: tuple[float, tuple[tuple[str, ServiceModel, float], ...]] = (0.0, ())
-
     daily_interaction: bool = False  # a user session every January/March day
 
     @property

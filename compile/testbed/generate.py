@@ -81,7 +81,8 @@ class Lab:
                 continue
             base = dev.remote_per_day * self.scale * day.fraction
             factor = changes.rate_factor(dev.name, dev.remote_per_day, day.date) if base else 1
-            remote = round(base * factor) if factor != 1 else rng.poisson(base)
+            exact = factor != 1 or day.fraction < 1
+            remote = round(base * factor) if exact else rng.poisson(base)
             local = rng.poisson(dev.local_per_day * LOCAL_FACTOR * self.scale * day.fraction)
             interacting = day.interaction or (dev.daily_interaction and day.user_month)
             inter = rng.poisson(dev.interaction[0] * self.scale) if interacting else 0
