@@ -51,12 +51,15 @@ def address_words(octets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _in_prefixes(hi, lo, prefixes) -> np.ndarray:
-    inside = np.zeros(len(hi), dtype=bool)
+    inside = None
     for value, length in prefixes:
-        net_hi, net_lo = _split(value)
-        mask_hi, mask_lo = (np.uint64(m) for m in _split(_mask(length)))
-        inside |= ((hi & mask_hi) == np.uint64(net_hi)) & ((lo & mask_lo) == np.uint64(net_lo))
-    return inside
+        net_hi, net_lo = (np.uint64(w) for w in _split(value))
+        mask_hi, mask_lo = _split(_mask(length))
+        here = (hi if mask_hi == _ALL_ONES else hi & np.uint64(mask_hi)) == net_hi
+        if mask_lo:
+            here &= (lo if mask_lo == _ALL_ONES else lo & np.uint64(mask_lo)) == net_lo
+        inside = here if inside is None else inside | here
+    return inside if inside is not None else np.zeros(len(hi), dtype=bool)
 
 
 @dataclass
@@ -124,8 +127,9 @@ class _Index:
         """Slot per key; -1 for keys not (or not yet) given a slot."""
         if len(self.keys) == 0:
             return np.full(len(keys), -1, dtype=np.int32)
-        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return np.where(self.keys[at] == keys, self.slots[at], -1).astype(np.int32)
+        at = np.searchsorted(self.keys, keys)
+        np.minimum(at, len(self.keys) - 1, out=at)
+        return np.where(self.keys[at] == keys, self.slots[at], np.int32(-1))
 
     def add(self, keys: np.ndarray, slots: np.ndarray) -> None:
         """Remember new keys; keys refused at the cap are not kept, so they are retried."""
@@ -171,30 +175,49 @@ class Homes:
         """The home slot of every flow, -1 where the flow has no home here."""
         src_hi, src_lo = address_words(flows["sourceAddress"])
         src_in = _in_prefixes(src_hi, src_lo, self.prefixes)
-        slot = np.full(len(flows), -1, dtype=np.int32)
         inbound = outside = 0
-        if not src_in.all():
+        all_in = bool(src_in.all())
+        if not all_in:
             dst_hi, dst_lo = address_words(flows["destinationAddress"][~src_in])
             dst_in = _in_prefixes(dst_hi, dst_lo, self.prefixes)
             inbound = int(np.count_nonzero(dst_in))
             outside = len(dst_in) - inbound
-        if not src_in.any():
-            return Assignment(slot, outside, inbound, 0)
+            if not src_in.any():
+                return Assignment(np.full(len(flows), -1, dtype=np.int32), outside, inbound, 0)
+            rows = np.flatnonzero(src_in)
+            src_hi, src_lo = src_hi[rows], src_lo[rows]
+            v4 = flows["ipVersion"][rows] == 4
+        else:
+            v4 = flows["ipVersion"] == 4
 
-        rows = np.flatnonzero(src_in)
-        v4 = flows["ipVersion"][rows] == 4
-        hi = src_hi[rows] & np.where(v4, self.mask_v4[0], self.mask_v6[0])
-        lo = src_lo[rows] & np.where(v4, self.mask_v4[1], self.mask_v6[1])
-        found = np.empty(len(rows), dtype=np.int32)
+        found = self._find(v4, src_hi, src_lo)
+        over_cap = int(np.count_nonzero(found < 0))
+        if all_in:
+            return Assignment(found, outside, inbound, over_cap)
+        slot = np.full(len(flows), -1, dtype=np.int32)
+        slot[rows] = found
+        return Assignment(slot, outside, inbound, over_cap)
+
+    def _find(self, v4, hi, lo) -> np.ndarray:
+        """Slots of source addresses inside the prefixes, by home block."""
+        n_v4 = int(np.count_nonzero(v4))
+        if n_v4 == len(v4):
+            lo = lo & self.mask_v4[1]
+            return self._lookup(self.index_v4, lo, hi & self.mask_v4[0], lo)
+        if n_v4 == 0 and self.length_v6 <= 64:
+            hi = hi & self.mask_v6[0]
+            return self._lookup(self.index_v6, hi, hi, lo & self.mask_v6[1])
+
+        hi = hi & np.where(v4, self.mask_v4[0], self.mask_v6[0])
+        lo = lo & np.where(v4, self.mask_v4[1], self.mask_v6[1])
+        found = np.empty(len(v4), dtype=np.int32)
         found[v4] = self._lookup(self.index_v4, lo[v4], hi[v4], lo[v4])
         v6 = ~v4
         if self.length_v6 <= 64:
             found[v6] = self._lookup(self.index_v6, hi[v6], hi[v6], lo[v6])
         else:
             found[v6] = [self._slot(h, l) for h, l in zip(hi[v6].tolist(), lo[v6].tolist())]
-        slot[rows] = found
-        over_cap = int(np.count_nonzero(found < 0))
-        return Assignment(slot, outside, inbound, over_cap)
+        return found
 
     def _lookup(self, index: "_Index", keys, hi, lo) -> np.ndarray:
         """Slots of 64-bit block keys; blocks not seen before get new slots first."""

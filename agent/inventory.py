@@ -19,6 +19,16 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values starts in a sorted array."""
+    if len(values) == 0:
+        return np.empty(0, dtype=np.intp)
+    edge = np.empty(len(values), dtype=bool)
+    edge[0] = True
+    np.not_equal(values[1:], values[:-1], out=edge[1:])
+    return np.flatnonzero(edge)
+
+
 class Inventory:
     """Device types per home slot; ``update`` returns the batch's new detections."""
 
@@ -65,9 +75,10 @@ class Inventory:
                 end[pending],
             )
         order = np.argsort(key, kind="stable")
-        keys, group_start, group_size = np.unique(
-            key[order], return_index=True, return_counts=True
-        )
+        sorted_key = key[order]
+        group_start = _run_starts(sorted_key)
+        keys = sorted_key[group_start]
+        group_size = np.diff(group_start, append=len(order))
         group = np.repeat(np.arange(len(keys)), group_size)
         rank = np.arange(len(order)) - group_start[group]
 
@@ -76,22 +87,18 @@ class Inventory:
             first_seen[keys], np.minimum.reduceat(start[order], group_start)
         )
 
-        waiting = np.isnan(self.detected.reshape(-1)[keys])
         hits = accepted[order]
-        hit_groups, first_hit = np.unique(group[hits], return_index=True)
-        hit_position = np.flatnonzero(hits)[first_hit]
+        hit_position = np.flatnonzero(hits)
+        hit_position = hit_position[_run_starts(group[hit_position])]
+        hit_groups = group[hit_position]
         flows_seen = group_size.copy()
         flows_seen[hit_groups] = rank[hit_position] + 1
         hit_flow = self.hit_flow.reshape(-1)
-        hit_flow[keys[waiting]] += flows_seen[waiting]
+        hit_flow[keys] += flows_seen
 
-        found = np.zeros(len(keys), dtype=bool)
-        found[hit_groups] = True
-        new = found & waiting
-        when = np.full(len(keys), np.nan)
-        when[hit_groups] = end[order][hit_position]
-        self.detected.reshape(-1)[keys[new]] = when[new]
-        return [(int(k) // n_classes, int(k) % n_classes) for k in keys[new]]
+        new = keys[hit_groups]
+        self.detected.reshape(-1)[new] = end[order[hit_position]]
+        return [(k // n_classes, k % n_classes) for k in new.tolist()]
 
     def event(self, slot: int, cls: int, home_id: str) -> dict:
         """The detection event of one (home, type), as summaries carry it."""

@@ -11,7 +11,6 @@ or by ``roll(now)`` from the daemon's clock.
 """
 
 import logging
-import time
 
 import numpy as np
 
@@ -161,12 +160,9 @@ class Batcher:
         self.buffer = np.zeros(batch_size, dtype=FLOW_DTYPE)
         self.octets = self.buffer.view(np.uint8).reshape(batch_size, FLOW_DTYPE.itemsize)
         self.rows = 0
-        self.first_at = 0.0
 
     def add(self, flows: np.ndarray) -> None:
         """Queue flows; process a batch each time ``batch_size`` rows are waiting."""
-        if len(flows) and not self.rows:
-            self.first_at = time.monotonic()
         while len(flows):
             take = min(len(flows), self.batch_size - self.rows)
             part = flows[:take]
@@ -179,8 +175,6 @@ class Batcher:
             flows = flows[take:]
             if self.rows == self.batch_size:
                 self.flush()
-                if len(flows):
-                    self.first_at = time.monotonic()
 
     def flush(self) -> None:
         """Process whatever is waiting (also a partial batch)."""

@@ -5,10 +5,10 @@ connections from one, are counted (``datagrams_unknown_exporter``) and dropped. 
 accepted message goes to a handler with its transport session, ``("udp"|"tcp", host,
 port)`` (a TCP session also numbers its connection, so templates die with it). The UDP
 socket asks for a large kernel receive buffer, since exporters send in bursts, and is
-read until empty on each wakeup; the datagrams taken go to ``on_burst`` together (to be
-decoded in one call), or one by one to the handler, and ``on_drained`` then lets the
-caller score what came in, so batches are small when traffic is light (low latency)
-and grow with the backlog.
+read until empty (or up to a bound, for fairness) on each wakeup; the datagrams taken go
+to ``on_burst`` together (to be decoded in one call), or one by one to the handler, and
+once the socket is found empty ``on_drained`` lets the caller score what came in, so
+batches are small when traffic is light (low latency) and grow with the backlog.
 """
 
 import asyncio
@@ -106,13 +106,16 @@ class Receiver:
     def _read_datagrams(self, sock: socket.socket) -> None:
         """Take every datagram waiting (up to a bound, for fairness) as one burst."""
         datagrams, sessions = [], []
+        drained = False
         for _ in range(MAX_DATAGRAMS_PER_WAKEUP):
             try:
                 data, addr = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
+                drained = True
                 break
             except OSError as exc:
                 log.warning("udp receive error: %s", exc)
+                drained = True
                 break
             exporter = self.allowed.check(addr[0])
             if exporter is not None:
@@ -124,7 +127,7 @@ class Receiver:
             else:
                 for data, session in zip(datagrams, sessions):
                     self.handler(data, session)
-        if self.on_drained is not None:
+        if drained and self.on_drained is not None:
             self.on_drained()
 
     async def start_tcp(self, address: str, port: int) -> tuple:

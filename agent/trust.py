@@ -67,9 +67,10 @@ class Trust:
             grown = np.zeros((capacity, *self.counts.shape[1:]), dtype=np.int64)
             grown[: len(self.counts)] = self.counts
             self.counts = grown
-        flat = (slot.astype(np.int64) * len(self.classes) + label) * 2 + accepted
-        cells, counts = np.unique(flat, return_counts=True)
-        self.counts.reshape(-1)[cells] += counts
+        flat = slot.astype(np.intp) * (2 * len(self.classes))
+        flat += label * 2
+        flat += accepted
+        np.add.at(self.counts.reshape(-1), flat, 1)
 
     def close(self, end: float, inventory) -> list[tuple[int, dict, list[dict]]]:
         """End the window at ``end``; per active home, (slot, window, devices). Resets counts.

@@ -158,3 +158,37 @@ def test_prefix_text_round_trip():
     """Home blocks print as ordinary CIDR text for both families."""
     assert prefix_text((0xFFFF << 32) | 0x64400102, 128) == "100.64.1.2/32"
     assert prefix_text(0x20010DB8 << 96, 56) == "2001:db8::/56"
+
+
+@pytest.mark.parametrize("home_prefix_v6", [56, 80])
+def test_mixed_families_match_a_per_flow_reference(home_prefix_v6):
+    """IPv4 and IPv6 flows in one batch, inside and out, map as ipaddress says they should."""
+    import ipaddress
+
+    rng = np.random.default_rng(home_prefix_v6)
+    sources = ["100.64.0.9", "100.64.0.10", "100.127.3.4", "198.51.100.1", "2600::5"]
+    sources += ["2001:db8:0:ab01::1", "2001:db8:0:abff::9", "2001:db8:0:ab01:8000::1"]
+    destinations = ["203.0.113.1", "100.64.0.9", "2001:db8:0:ab01::7", "2600::1"]
+    pairs = [(str(rng.choice(sources)), str(rng.choice(destinations))) for _ in range(400)]
+    prefixes = ["100.64.0.0/10", "2001:db8::/32"]
+    networks = [ipaddress.ip_network(p) for p in prefixes]
+    homes = Homes(prefixes, hash_key=KEY, home_prefix_v6=home_prefix_v6)
+
+    def inside(text):
+        return any(ipaddress.ip_address(text) in network for network in networks)
+
+    blocks = {}
+    for first, stop in ((0, 150), (150, 400), (0, 400)):
+        got = homes.assign(flows_between(pairs[first:stop]))
+        outside = inbound = 0
+        for (src, dst), slot in zip(pairs[first:stop], got.slot.tolist()):
+            if not inside(src):
+                assert slot == -1
+                inbound += inside(dst)
+                outside += not inside(dst)
+                continue
+            length = 32 if ":" not in src else home_prefix_v6
+            block = ipaddress.ip_network(f"{src}/{length}", strict=False)
+            assert blocks.setdefault(block, slot) == slot
+        assert len(set(blocks.values())) == len(blocks) == len(homes)
+        assert (got.outside, got.inbound, got.over_cap) == (outside, inbound, 0)

@@ -34,7 +34,7 @@ _MAX_TEMPLATE_OCTETS = 8192
 _NO_FLOWS = np.zeros(0, dtype=FLOW_DTYPE)
 #: Bursts shorter than this are decoded message by message: the burst machinery's fixed
 #: cost (tens of microseconds) is more than it saves on a few datagrams.
-SMALL_BURST = 4
+SMALL_BURST = 8
 
 
 @dataclass

@@ -275,6 +275,8 @@ JOB_DTYPE = np.dtype(
     [("off", "u4"), ("len", "u4"), ("domain", "u4"), ("plan", "u2"), ("pad", "u2"),
      ("rows", "i4"), ("error", "i4")]
 )  # fmt: skip
+#: The largest scratch table kept between bursts (rows); a bigger one is freed after use.
+_SCRATCH_KEEP = 65536
 _DOMAIN_OFFSET = FLOW_DTYPE.fields["observationDomainId"][1]
 _VERSION_OFFSET = FLOW_DTYPE.fields["ipVersion"][1]
 
@@ -300,16 +302,19 @@ def decode_jobs(buf: bytes, jobs: np.ndarray, plans: list, *, use_native: bool |
         out = np.zeros(capacity, dtype=FLOW_DTYPE)
         total = _fallback_jobs(buf, jobs, plans, out)
         return _copy_rows(out, total)
-    if len(_scratch) < capacity:
-        _scratch = np.empty(max(capacity, 1024), dtype=FLOW_DTYPE)
+    out = _scratch
+    if len(out) < capacity:
+        out = np.empty(max(capacity, 1024), dtype=FLOW_DTYPE)
+        if capacity <= _SCRATCH_KEEP:
+            _scratch = out
     ffi, lib = native.ffi, native.lib
     pointers = ffi.new("ipfix_plan *[]", [_native_plan(native, plan) for plan in plans])
     total = lib.ipfix_decode_jobs(
         ffi.from_buffer(buf), ffi.from_buffer("ipfix_job[]", jobs), len(jobs), pointers,
-        ffi.from_buffer(_scratch), FLOW_DTYPE.itemsize, capacity, _DOMAIN_OFFSET,
+        ffi.from_buffer(out), FLOW_DTYPE.itemsize, capacity, _DOMAIN_OFFSET,
         _VERSION_OFFSET,
     )  # fmt: skip
-    return _copy_rows(_scratch, total)
+    return _copy_rows(out, total)
 
 
 def _fallback_jobs(buf: bytes, jobs: np.ndarray, plans: list, out: np.ndarray) -> int:

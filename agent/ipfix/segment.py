@@ -126,12 +126,12 @@ class Segment:
         for p, plan in enumerate(plans):
             if not (plan.uptime or plan.duration):
                 continue
-            fix = (jobs["plan"][job_of_row] == p) & (jobs["error"][job_of_row] == 0)
-            if not fix.any():
+            clean = np.flatnonzero((jobs["plan"] == p) & (jobs["error"] == 0))
+            if not len(clean):
                 continue
-            row_msg = job_msg[job_of_row[fix]]
-            group = self.burst.groups[int(self.groups[row_msg[0]])]
-            export = self.msgs["export_time"][row_msg].astype(np.int64)
+            fix = (jobs["plan"][job_of_row] == p) & (jobs["error"][job_of_row] == 0)
+            group = self.burst.groups[int(self.groups[job_msg[clean[0]]])]
+            export = self.msgs["export_time"][job_msg[job_of_row[fix]]].astype(np.int64)
             part = flows[fix]
             self.decoder._finish_rows(part, plan, group.session, group.domain, export)
             flows[fix] = part

@@ -51,7 +51,6 @@ class Template:
     fixed_length: int | None = field(init=False)
     is_flow: bool = field(init=False)
     has_lists: bool = field(init=False)
-    cache: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         varlen = [f.length == VARLEN for f in self.fields]

@@ -3,11 +3,12 @@
 Names and categories follow the paper (Pashamokhtari et al., section III-A) and the
 KDDI-IoT-2019 lab it describes; where the paper names fewer than 26 Internet-talking
 devices the table adds common devices of such a lab (Echo Dot, Nature Remo, Awair,
-Qwatch, Clova, eRemote, Planex pan-tilt camera stand in for names not published here). Rates are remote and local flows
-per full capture day at scale 1, chosen so that the totals of Fig. 2 and the share of
-local flows (about 70%) come out as published. ``remote`` and ``local`` bind service
-models (``models.py``) with a weight each; ``interaction`` lists the flows a user session
-adds on an interaction day (January and March only).
+Qwatch, Clova, eRemote and a Planex pan-tilt camera stand in for unpublished names).
+Rates are remote and local flows per full capture day at scale 1, chosen so that the
+totals of Fig. 2 and the share of local flows (about 70%) come out as published.
+``remote`` and ``local`` bind service models (``models.py``, ``device_models.py``) with a
+weight each; ``interaction`` gives the flows a user session adds on an interaction day
+(January and March only) and their mix.
 """
 
 from dataclasses import dataclass
@@ -142,7 +143,8 @@ DEVICES: tuple[Device, ...] = (
             ("tls_short", 22),
             ("http_get", 10),
             ("dns", 18),
-            ("ntp", 4),
+            ("ntp", 9),
+            ("ping", 4),
             ("p2p_keepalive", 34),
             ("stun", 8),
             (own.HUB_XMPP, 4),
@@ -180,7 +182,12 @@ DEVICES: tuple[Device, ...] = (
         470,
         1400,
         _mix(
-            ("tls_short", 30), ("tls_keepalive", 15), ("dns", 30), ("ntp", 4), ("http_check", 15)
+            ("tls_short", 30),
+            ("tls_keepalive", 15),
+            ("dns", 30),
+            ("ntp", 9),
+            ("ping", 4),
+            ("http_check", 15),
         ),
         _local(),
     ),
@@ -190,7 +197,12 @@ DEVICES: tuple[Device, ...] = (
         380,
         5000,
         _mix(
-            ("tls_keepalive", 35), ("tls_short", 15), ("dns", 30), ("ntp", 4), ("http_check", 10)
+            ("tls_keepalive", 35),
+            ("tls_short", 15),
+            ("dns", 30),
+            ("ntp", 9),
+            ("ping", 4),
+            ("http_check", 10),
         ),
         _local(("ssdp", 6)),
         (15, _mix(("tls_api", 1))),
@@ -226,7 +238,7 @@ DEVICES: tuple[Device, ...] = (
         "remote controller",
         260,
         800,
-        _mix(("tls_keepalive", 50), ("tls_short", 10), ("dns", 30), ("ntp", 4)),
+        _mix(("tls_keepalive", 50), ("tls_short", 10), ("dns", 30), ("ntp", 9), ("ping", 4)),
         _local(("lan_app", 1)),
         (10, _mix(("tls_api", 1))),
     ),
@@ -235,7 +247,7 @@ DEVICES: tuple[Device, ...] = (
         "air quality sensor",
         200,
         600,
-        _mix(("tls_api", 40), ("mqtt_tls", 15), ("dns", 35), ("ntp", 4)),
+        _mix(("tls_api", 40), ("mqtt_tls", 15), ("dns", 35), ("ntp", 9), ("ping", 4)),
         _local(),
         (8, _mix(("tls_api", 1))),
     ),
@@ -248,7 +260,8 @@ DEVICES: tuple[Device, ...] = (
             ("http_get", 20),
             (own.PLANEX_10001, 30),
             ("dns", 33),
-            ("ntp", 4),
+            ("ntp", 9),
+            ("ping", 4),
             ("p2p_keepalive", 10),
         ),
         _local(("discovery_bcast", 2)),
@@ -259,7 +272,7 @@ DEVICES: tuple[Device, ...] = (
         "vacuum cleaner",
         50,
         300,
-        _mix((own.ROOMBA_MQTT, 60), ("dns", 25), ("ntp", 5), ("tls_short", 10)),
+        _mix((own.ROOMBA_MQTT, 60), ("dns", 25), ("ntp", 9), ("ping", 4), ("tls_short", 10)),
         _local(),
     ),
     Device(
@@ -275,7 +288,7 @@ DEVICES: tuple[Device, ...] = (
         "camera",
         40,
         500,
-        _mix(("http_get", 30), ("dns", 35), ("ntp", 4), ("p2p_keepalive", 25)),
+        _mix(("http_get", 30), ("dns", 35), ("ntp", 9), ("ping", 4), ("p2p_keepalive", 25)),
         _local(("discovery_bcast", 2)),
     ),
     Device(
@@ -283,7 +296,7 @@ DEVICES: tuple[Device, ...] = (
         "lightbulb",
         30,
         400,
-        _mix((own.XIAOMI_CLOUD, 60), ("dns", 30), ("ntp", 4)),
+        _mix((own.XIAOMI_CLOUD, 60), ("dns", 30), ("ntp", 9), ("ping", 4)),
         _local(),
     ),
     Device(
@@ -291,7 +304,7 @@ DEVICES: tuple[Device, ...] = (
         "smart lock",
         70,
         300,
-        _mix(("mqtt_tls", 45), ("http_check", 15), ("dns", 30), ("ntp", 4)),
+        _mix(("mqtt_tls", 45), ("http_check", 15), ("dns", 30), ("ntp", 9), ("ping", 4)),
         _local(),
     ),
     Device(
@@ -299,7 +312,7 @@ DEVICES: tuple[Device, ...] = (
         "plug",
         45,
         400,
-        _mix((own.PLUG_10001, 45), ("tls_short", 10), ("dns", 35), ("ntp", 4)),
+        _mix((own.PLUG_10001, 45), ("tls_short", 10), ("dns", 35), ("ntp", 9), ("ping", 4)),
         _local(),
     ),
     Device(
@@ -307,7 +320,7 @@ DEVICES: tuple[Device, ...] = (
         "camera",
         25,
         600,
-        _mix(("http_get", 35), ("dns", 35), ("ntp", 4), ("p2p_keepalive", 20)),
+        _mix(("http_get", 35), ("dns", 35), ("ntp", 9), ("ping", 4), ("p2p_keepalive", 20)),
         _local(("discovery_bcast", 2)),
     ),
     Device(
@@ -315,7 +328,14 @@ DEVICES: tuple[Device, ...] = (
         "camera",
         35,
         600,
-        _mix(("tls_short", 25), ("http_get", 20), ("dns", 30), ("ntp", 5), ("p2p_keepalive", 20)),
+        _mix(
+            ("tls_short", 25),
+            ("http_get", 20),
+            ("dns", 30),
+            ("ntp", 9),
+            ("ping", 4),
+            ("p2p_keepalive", 20),
+        ),
         _local(),
     ),
     Device(
@@ -323,7 +343,14 @@ DEVICES: tuple[Device, ...] = (
         "speaker",
         65,
         900,
-        _mix(("tls_keepalive", 35), ("tls_short", 20), ("dns", 30), ("ntp", 5), ("quic", 10)),
+        _mix(
+            ("tls_keepalive", 35),
+            ("tls_short", 20),
+            ("dns", 30),
+            ("ntp", 9),
+            ("ping", 4),
+            ("quic", 10),
+        ),
         _local(("lan_app", 1)),
     ),
     Device(
@@ -331,7 +358,7 @@ DEVICES: tuple[Device, ...] = (
         "remote controller",
         28,
         500,
-        _mix(("tls_short", 35), ("mqtt_tls", 20), ("dns", 35), ("ntp", 4)),
+        _mix(("tls_short", 35), ("mqtt_tls", 20), ("dns", 35), ("ntp", 9), ("ping", 4)),
         _local(),
     ),
     Device(

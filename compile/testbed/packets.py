@@ -7,7 +7,9 @@ YAF's standard deviations look only at the first 10 gaps and first 10 non-empty 
 and its other statistics are sums, counts and maxima. Definitions follow YAF 2.16:
 payload = IP length minus IP and transport headers; small = non-empty payload under 60;
 large = payload over 225; inter-arrival in whole milliseconds, the average over all gaps,
-the standard deviations (population) around the overall averages.
+the standard deviations (population) around the overall averages. One approximation:
+the payload deviation looks at the non-empty packets among the explicit ones, which are
+the first 10 non-empty ones unless a long flow starts with more than 14 bare ACKs.
 """
 
 import numpy as np
