@@ -21,21 +21,32 @@ NTP_EPOCH_OFFSET = 2208988800
 def run(body, plan, out: np.ndarray) -> tuple[int, int]:
     """Fill ``out`` from a data set body; (rows decoded, error code or 0)."""
     data = np.frombuffer(body, dtype=np.uint8)
+    field_off, sub_off, error = locate(data, plan)
+    n = len(field_off)
+    if n:
+        fill(
+            data, plan, field_off, sub_off, out[:n].view(np.uint8).reshape(n, FLOW_DTYPE.itemsize)
+        )
+    return n, error
+
+
+def locate(data: np.ndarray, plan):
+    """(field offsets (n, fields), sub-record offsets (n, subs; 0: none), error code)
+    of the records of one data set body."""
     if plan.fixed_length is not None and not plan.field_kinds.any():
         n = len(data) // plan.fixed_length
         static = np.concatenate(([0], np.cumsum(plan.field_lens[:-1], dtype=np.int64)))
         starts = np.arange(n, dtype=np.int64) * plan.fixed_length
         field_off = starts[:, None] + static[None, :]
-        sub_off = np.zeros((n, len(plan.sub_tids)), dtype=np.int64)
-        error = 0
-    else:
-        field_off, sub_off, error = walk(data, plan)
-        n = len(sub_off)
-        field_off = field_off.reshape(n, len(plan.field_lens))
-    rows = out[:n].view(np.uint8).reshape(n, FLOW_DTYPE.itemsize) if n else None
+        return field_off, np.zeros((n, len(plan.sub_tids)), dtype=np.int64), 0
+    field_off, sub_off, error = walk(data, plan)
+    return field_off.reshape(len(sub_off), len(plan.field_lens)), sub_off, error
+
+
+def fill(data: np.ndarray, plan, field_off, sub_off, rows: np.ndarray) -> None:
+    """Run every operation of the plan over all records at once, into ``rows`` (octets)."""
+    n = len(field_off)
     for op in plan.ops:
-        if n == 0:
-            break
         if op["sub"] < 0:
             src = field_off[:, op["src"]]
             take = np.ones(n, dtype=bool)
@@ -45,7 +56,6 @@ def run(body, plan, out: np.ndarray) -> tuple[int, int]:
         if not take.any():
             continue
         _apply(data, src[take], op, rows, take)
-    return n, error
 
 
 def _apply(data: np.ndarray, src: np.ndarray, op, rows: np.ndarray, take: np.ndarray) -> None:

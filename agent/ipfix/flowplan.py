@@ -318,19 +318,37 @@ def decode_jobs(buf: bytes, jobs: np.ndarray, plans: list, *, use_native: bool |
 
 
 def _fallback_jobs(buf: bytes, jobs: np.ndarray, plans: list, out: np.ndarray) -> int:
-    total = 0
-    for job in jobs:
-        plan = plans[job["plan"]]
-        body = memoryview(buf)[job["off"] : job["off"] + job["len"]]
+    """The numpy twin of ``ipfix_decode_jobs``: records found set by set, then each
+    plan's operations run once over all the records of the sets it decodes."""
+    data = np.frombuffer(buf, dtype=np.uint8)
+    found: dict[int, list] = {}
+    counts, errors, total = [], [], 0
+    for off, size, p in zip(*(jobs[k].tolist() for k in ("off", "len", "plan"))):
         rows, error = 0, 0
-        if len(body) // plan.min_length:
-            rows, error = fallback.run(body, plan, out[total:])
-        part = out[total : total + rows]
-        part["observationDomainId"] = job["domain"]
-        if plan.ip_version >= 0 and not error:
-            part["ipVersion"] = plan.ip_version
-        job["rows"], job["error"] = rows, error
+        if size // plans[p].min_length:
+            field_off, sub_off, error = fallback.locate(data[off : off + size], plans[p])
+            rows = len(field_off)
+            if rows:
+                sub_off = np.where(sub_off > 0, sub_off + off, 0)
+                found.setdefault(p, []).append((field_off + off, sub_off, total))
+        counts.append(rows)
+        errors.append(error)
         total += rows
+    octets = out.view(np.uint8).reshape(len(out), FLOW_DTYPE.itemsize)
+    for p, parts in found.items():
+        field_off = np.concatenate([part[0] for part in parts])
+        sub_off = np.concatenate([part[1] for part in parts])
+        where = np.concatenate([np.arange(s, s + len(f)) for f, _, s in parts])
+        rows = np.zeros((len(where), FLOW_DTYPE.itemsize), dtype=np.uint8)
+        fallback.fill(data, plans[p], field_off, sub_off, rows)
+        octets[where] = rows
+    jobs["rows"], jobs["error"] = counts, errors
+    job_of_row = np.repeat(np.arange(len(jobs)), counts)
+    out["observationDomainId"][:total] = jobs["domain"][job_of_row]
+    version = np.array([plan.ip_version for plan in plans], dtype=np.int64)[jobs["plan"]]
+    version = np.where(np.array(errors) == 0, version, -1)[job_of_row]
+    keep = version >= 0
+    out["ipVersion"][:total][keep] = version[keep]
     return total
 
 
