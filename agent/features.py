@@ -10,9 +10,9 @@ float32: a counter above 2**24 must take the same branch in training and on the 
 Both functions run on every batch the agent scores, so they work on the table's raw
 octets with a few whole-array steps: the address checks read each address as two
 little-endian 64-bit words and classify its first two octets through a lookup table, the
-service flags come from a 65536-entry port table, and the activity fields are read as
-runs of same-typed neighbours straight from the octets, widened through float64 (as
-``astype`` did) before the one rounding to float32.
+service flags come from a 65536-entry port table, and the activity fields are widened
+to float64 by one structured cast (exact for every counter) before the one rounding to
+float32, the same two steps as a per-field ``astype(np.float64)``.
 """
 
 import numpy as np
@@ -55,8 +55,9 @@ def _reverse(name: str) -> str:
 FEATURE_NAMES = ACTIVITY_FIELDS + tuple(_reverse(n) for n in ACTIVITY_FIELDS) + SERVICE_FLAGS
 
 #: Address classes by the first two octets of an address (IPv6) or of its IPv4 part,
-#: indexed ``octet0 | octet1 << 8`` (+ 65536 for IPv4): bit 0 private, bit 1 never-routed.
-_PRIVATE, _NEVER = 1, 2
+#: indexed ``octet0 | octet1 << 8`` (+ 65536 for IPv4). ``_MAYBE_SPECIAL`` marks the
+#: keys where a whole address may be special (0.0.0.0, 255.255.255.255, :: and ::1).
+_PRIVATE, _NEVER, _MAYBE = 1, 2, 4
 
 
 def _address_classes() -> np.ndarray:
@@ -64,62 +65,76 @@ def _address_classes() -> np.ndarray:
     b1 = np.arange(65536) >> 8
     v6 = np.where((b0 & 0xFE) == 0xFC, _PRIVATE, 0)
     v6 |= np.where((b0 == 0xFF) | ((b0 == 0xFE) & ((b1 & 0xC0) == 0x80)), _NEVER, 0)
+    v6 |= np.where((b0 == 0) & (b1 == 0), _MAYBE, 0)
     v4 = np.where((b0 == 10) | ((b0 == 172) & ((b1 & 0xF0) == 16)), _PRIVATE, 0)
     v4 |= np.where((b0 == 192) & (b1 == 168), _PRIVATE, 0)
     v4 |= np.where(((b0 & 0xF0) == 224) | ((b0 == 169) & (b1 == 254)) | (b0 == 127), _NEVER, 0)
-    return np.concatenate([v6, v4]).astype(np.uint8)
+    v4 |= np.where(((b0 == 0) & (b1 == 0)) | ((b0 == 0xFF) & (b1 == 0xFF)), _MAYBE, 0)
+    return np.concatenate([v6, v4])
 
 
-_ADDRESS_CLASSES = _address_classes()
+_CLASSES = _address_classes()
+_IS_PRIVATE = (_CLASSES & _PRIVATE) != 0
+_IS_NEVER = (_CLASSES & _NEVER) != 0
+_MAYBE_SPECIAL = (_CLASSES & _MAYBE) != 0
 _V4_MAPPED_WORD = np.uint64(0xFFFF0000)
+_V4_KEYS = np.uint64(65536)
 _LOW_32 = np.uint64(0xFFFFFFFF)
 _LOW_16 = np.uint64(0xFFFF)
 _LOW_56 = np.uint64((1 << 56) - 1)
 _SHIFT_32 = np.uint64(32)
 
 
-def _local_ends(addresses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(private, never-routed) masks for addresses given as (..., 16) octets.
+def _local_ends(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(private, never-routed) masks for addresses given as little-endian 64-bit words
+    (octets 0-7 and 8-15).
 
     private: RFC 1918 and IPv6 unique local (fc00::/7), local only if both ends are;
     never-routed: multicast, link-local, broadcast, loopback, unspecified, local if
     either end is.
     """
-    words = np.ascontiguousarray(addresses, dtype=np.uint8).view("<u8")
-    hi, lo = words[..., 0], words[..., 1]
     is_v4 = (hi == 0) & ((lo & _LOW_32) == _V4_MAPPED_WORD)
     v4 = lo >> _SHIFT_32
+    key = np.where(is_v4, (v4 & _LOW_16) | _V4_KEYS, hi & _LOW_16).view(np.int64)
+    private, never = _IS_PRIVATE[key], _IS_NEVER[key]
 
-    key = np.where(is_v4, (v4 & _LOW_16) + np.uint64(65536), hi & _LOW_16)
-    found = _ADDRESS_CLASSES[key]
-    private = (found & _PRIVATE).astype(bool)
-    v4_special = (v4 == 0) | (v4 == _LOW_32)
-    v6_special = (hi == 0) & ((lo & _LOW_56) == 0)
-    never = (found & _NEVER).astype(bool) | np.where(is_v4, v4_special, v6_special)
+    maybe = _MAYBE_SPECIAL[key]
+    if maybe.any():
+        at = np.nonzero(maybe)
+        v4_special = (v4[at] == 0) | (v4[at] == _LOW_32)
+        v6_special = (hi[at] == 0) & ((lo[at] & _LOW_56) == 0)
+        never[at] = np.where(is_v4[at], v4_special, v6_special)
     return private, never
 
 
-_ADDRESSES = FLOW_DTYPE.fields["sourceAddress"][1]
-_DST_ADDRESSES = FLOW_DTYPE.fields["destinationAddress"][1]
-
-
-def _octets(flows: np.ndarray) -> np.ndarray | None:
-    """The flow table as (n, itemsize) raw octets, or None when it is not ``FLOW_DTYPE``."""
-    if flows.dtype != FLOW_DTYPE:
-        return None
-    flows = np.ascontiguousarray(flows)
-    return flows.view(np.uint8).reshape(len(flows), FLOW_DTYPE.itemsize)
+#: The two addresses of a flow as four little-endian 64-bit words, read in one cast.
+_ADDRESS_WORDS = np.dtype(
+    {
+        "names": ["source_hi", "destination_hi", "source_lo", "destination_lo"],
+        "formats": ["<u8"] * 4,
+        "offsets": [
+            FLOW_DTYPE.fields["sourceAddress"][1],
+            FLOW_DTYPE.fields["destinationAddress"][1],
+            FLOW_DTYPE.fields["sourceAddress"][1] + 8,
+            FLOW_DTYPE.fields["destinationAddress"][1] + 8,
+        ],
+        "itemsize": FLOW_DTYPE.itemsize,
+    }
+)
+_PACKED_WORDS = np.dtype({"names": _ADDRESS_WORDS.names, "formats": ["<u8"] * 4})
 
 
 def remote_mask(flows: np.ndarray) -> np.ndarray:
     """True for flows an ISP edge router would export (at least one end on the Internet)."""
-    octets = _octets(flows)
-    if octets is not None and _DST_ADDRESSES == _ADDRESSES + 16:
-        ends = octets[:, _ADDRESSES : _ADDRESSES + 32].reshape(len(flows), 2, 16)
+    if flows.dtype == FLOW_DTYPE:
+        words = flows.view(_ADDRESS_WORDS).astype(_PACKED_WORDS).view("<u8")
     else:
         ends = np.stack([flows["sourceAddress"], flows["destinationAddress"]], axis=1)
-    private, never = _local_ends(ends)
-    local = (private[:, 0] & private[:, 1]) | never[:, 0] | never[:, 1]
+        words = np.ascontiguousarray(ends, dtype=np.uint8).view("<u8")
+        words = words.transpose(0, 2, 1)
+    columns = np.ascontiguousarray(words.reshape(len(flows), 4).T)
+    private, never = _local_ends(columns[:2], columns[2:])
+    local = (private[0] & private[1]) | never[0] | never[1]
     return ~local
 
 
@@ -161,38 +176,37 @@ def service_flags(flows: np.ndarray) -> np.ndarray:
     return _FLAG_ROWS[ports]
 
 
-def _activity_runs() -> list[tuple[int, int, int, np.dtype]]:
-    """The activity columns as runs (first column, end column, octet offset, type) of
-    fields of one type lying back to back in the table, each read as one (n, k) view."""
-    runs: list[list] = []
-    for column, name in enumerate(FEATURE_NAMES[: 2 * len(ACTIVITY_FIELDS)]):
-        dtype, offset = FLOW_DTYPE.fields[name][:2]
-        last = runs[-1] if runs else None
-        if last and last[3] == dtype and last[2] + (column - last[0]) * dtype.itemsize == offset:
-            last[1] = column + 1
-        else:
-            runs.append([column, column + 1, offset, dtype])
-    return [tuple(run) for run in runs]
+def _activity_dtypes() -> tuple[np.dtype, np.dtype]:
+    """A view of the table holding only the activity fields, in feature order, and the
+    same fields as packed float64: casting one to the other widens every field in one
+    step, and the result reads as an (n, 22) float64 matrix."""
+    names = list(FEATURE_NAMES[: 2 * len(ACTIVITY_FIELDS)])
+    fields = [FLOW_DTYPE.fields[name] for name in names]
+    view = np.dtype(
+        {
+            "names": names,
+            "formats": [dtype for dtype, _ in fields],
+            "offsets": [offset for _, offset in fields],
+            "itemsize": FLOW_DTYPE.itemsize,
+        }
+    )
+    return view, np.dtype({"names": names, "formats": [np.float64] * len(names)})
 
 
-_ACTIVITY_RUNS = _activity_runs()
+_ACTIVITY_VIEW, _ACTIVITY_WIDE = _activity_dtypes()
 
 
 def feature_matrix(flows: np.ndarray) -> np.ndarray:
     """The (n, 28) float32 matrix in ``FEATURE_NAMES`` order, C-contiguous."""
     n_activity = 2 * len(ACTIVITY_FIELDS)
     out = np.empty((len(flows), len(FEATURE_NAMES)), dtype=np.float32)
-    wide = np.empty((len(flows), n_activity), dtype=np.float64)
 
-    octets = _octets(flows)
-    if octets is not None:
-        for first, end, offset, dtype in _ACTIVITY_RUNS:
-            size = (end - first) * dtype.itemsize
-            wide[:, first:end] = octets[:, offset : offset + size].view(dtype)
+    if flows.dtype == FLOW_DTYPE:
+        wide = flows.view(_ACTIVITY_VIEW).astype(_ACTIVITY_WIDE)
+        out[:, :n_activity] = wide.view(np.float64).reshape(len(flows), n_activity)
     else:
         for column, name in enumerate(FEATURE_NAMES[:n_activity]):
-            wide[:, column] = flows[name]
+            out[:, column] = flows[name].astype(np.float64)
 
-    out[:, :n_activity] = wide
     out[:, n_activity:] = service_flags(flows)
     return out

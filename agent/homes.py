@@ -46,8 +46,8 @@ def _as_128(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int
 
 def address_words(octets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The (n, 16) address octets as two big-endian uint64 columns (high, low)."""
-    words = np.ascontiguousarray(octets).view(">u8").astype(np.uint64)
-    return words[:, 0], words[:, 1]
+    words = np.ascontiguousarray(octets).view(">u8")
+    return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
 
 
 def _in_prefixes(hi, lo, prefixes) -> np.ndarray:

@@ -70,9 +70,9 @@ class Pipeline:
         self.metrics.inc("outside_prefixes", assignment.outside)
         self.metrics.inc("inbound", assignment.inbound)
         self.metrics.inc("homes_over_cap", assignment.over_cap)
-        kept = assignment.slot >= 0
         slot = assignment.slot
-        if not kept.all():
+        if assignment.outside or assignment.inbound or assignment.over_cap:
+            kept = slot >= 0
             flows, slot = flows[kept], slot[kept]
         if len(flows) == 0:
             return

@@ -19,7 +19,7 @@ def apply_thresholds(
     low, high = thresholds[method]
 
     label = np.argmax(proba, axis=1).astype(np.int32)
-    confidence = proba[np.arange(len(label)), label].astype(np.float64)
+    confidence = proba[np.arange(len(label)), label].astype(np.float64, copy=False)
     accepted = (confidence >= low[label]) & (confidence <= high[label])
     return label, confidence, accepted
 

@@ -6,8 +6,10 @@ target rate to an agent running in a worker process. The worker timestamps each
 datagram as the event loop takes it and again when its batch has been scored (homes
 and inventories are learnt from one pass over the same flows first, so the figures are
 the steady state), and reports records received and scored, latency percentiles, the
-predictor's share of the busy time, each stage's own rows/s on the same records, and
-its peak resident memory.
+predictor's share of the busy time, the CPU time it used (its share of one core and
+per record: on a shared machine loss often means the worker was not given the CPU),
+each stage's own rows/s on the same records (wall clock and CPU time, best of three)
+with the pipeline's rate as a share of the predictor's, and its peak resident memory.
 
 ``IOTWATCH_BENCH_BUNDLE`` names the bundle to use; without it one is trained once on
 synthetic flows with the default forest size (100 trees, up to 256 leaves; a tiny
@@ -20,6 +22,7 @@ worker's memory.
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -187,6 +190,7 @@ def worker(bundle: Path, port: int, seconds: float) -> dict:
         await agent.shutdown()
 
     asyncio.run(main())
+    shutil.rmtree(folder, ignore_errors=True)
     counters = agent.metrics.snapshot()
     cumulative = np.cumsum(latency_hist)
 

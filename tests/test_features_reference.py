@@ -89,6 +89,7 @@ def random_flows(n, seed):
         a[kind == 1, 12:] = rng.choice([0, 255], (np.count_nonzero(kind == 1), 1))
         a[kind == 3, 0] = rng.choice([0, 0xFC, 0xFD, 0xFE, 0xFF], np.count_nonzero(kind == 3))
         a[kind == 4, :15] = 0
+        a[(kind == 4) & (rng.random(n) < 0.5), rng.integers(2, 8)] = 1
     flows["protocolIdentifier"] = rng.choice([1, 2, 6, 17, 50], n)
     known = [p for _, ports in SERVICE_PORTS.values() for p in ports]
     for field in ("sourceTransportPort", "destinationTransportPort"):
