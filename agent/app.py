@@ -89,6 +89,7 @@ class Agent:
             self.metrics,
             method=config.model["threshold"],
             window=config.trust["window"],
+            by_flow_time=config.trust["clock"] == "flow",
         )
         load_state(config.spool["path"], self.pipeline.homes, self.pipeline.inventory)
         self.batcher = Batcher(self.pipeline, config.model["batch_size"])
@@ -181,7 +182,8 @@ class Agent:
         last_events = time.monotonic()
         while not self.stopping.is_set():
             await asyncio.sleep(TICK)
-            self._guarded(self.pipeline.roll, time.time())
+            if not self.pipeline.by_flow_time:
+                self._guarded(self.pipeline.roll, time.time())
             if time.monotonic() - last_events >= interval:
                 last_events = time.monotonic()
                 self._guarded(self.summaries.flush_detections)
@@ -208,7 +210,8 @@ class Agent:
         """Open the listeners, the metrics port and the sender."""
         self._loop = asyncio.get_running_loop()
         listen = self.config.listen
-        self.pipeline.roll(time.time())
+        if not self.pipeline.by_flow_time:
+            self.pipeline.roll(time.time())
         self.bound["udp"] = await self.receiver.start_udp(listen["address"], listen["udp_port"])
         if listen["tcp_port"]:
             self.bound["tcp"] = await self.receiver.start_tcp(

@@ -39,7 +39,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "hash_key_file": "hash.key",
         "max_homes": 65536,
     },
-    "trust": {"window": None},
+    "trust": {"window": None, "clock": "wall"},
     "upstream": {
         "url": "",
         "secret_file": None,
@@ -216,6 +216,8 @@ def parse_prefix(key: str, text: object) -> ipaddress.IPv4Network | ipaddress.IP
 def _check_trust(section: dict) -> None:
     if section["window"] is not None:
         _number(section, "trust", "window", 0.0)
+    if section["clock"] not in ("wall", "flow"):
+        raise _fail("trust.clock", 'must be "wall" or "flow"', section["clock"])
 
 
 def _check_upstream(section: dict, base: Path) -> None:

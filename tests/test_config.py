@@ -133,3 +133,21 @@ def test_secret_file_checks(tmp_path):
         read_secret(path)
     with pytest.raises(ConfigError, match="upstream.secret_file"):
         read_secret(tmp_path / "absent")
+
+
+def test_trust_clock_is_wall_or_flow(tmp_path):
+    """trust.clock takes "wall" (default) or "flow"; anything else names the key."""
+    from agent.config import load_config
+
+    base = tmp_path / "agent.toml"
+    body = (
+        '[listen]\nexporters = ["127.0.0.1"]\n[model]\nbundle = "b"\n'
+        '[homes]\nprefixes = ["100.64.0.0/10"]\n'
+    )
+    base.write_text(body)
+    assert load_config(base).trust["clock"] == "wall"
+    base.write_text(body + '[trust]\nclock = "flow"\n')
+    assert load_config(base).trust["clock"] == "flow"
+    base.write_text(body + '[trust]\nclock = "sundial"\n')
+    with pytest.raises(ConfigError, match="trust.clock"):
+        load_config(base)
