@@ -124,3 +124,19 @@ CAM_STREAM = own(
     ),
 )
 HUB_XMPP = own("xmpp", tweak(M["mqtt_tls"], ports=(5222,)))
+#: A weigh-in: the scale uploads one measurement over TLS, with its own client library.
+NOKIA_SYNC = own(
+    "weigh_in",
+    tweak(
+        M["tls_api"],
+        fwd_packets=(11, 0.2, 8, 16),
+        fwd_first=(611, 2),
+        fwd_size=(820, 30),
+        rev_packets=(9, 0.2, 6, 14),
+        rev_first=(1318, 4),
+        rev_size=(96, 8),
+        rev_bulk=0.0,
+        fwd_gap=(650, 0.4),
+        rev_gap=(650, 0.4),
+    ),
+)

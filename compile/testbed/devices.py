@@ -368,7 +368,7 @@ DEVICES: tuple[Device, ...] = (
         20,
         (),
         _local(),
-        (1.75, _mix(("tls_api", 2), ("dns", 1))),
+        (1.75, _mix((own.NOKIA_SYNC, 2), ("dns", 1))),
         daily_interaction=True,
     ),
     Device("Sony camera", "camera", 0, 1800, (), _local(("lan_app", 2), ("discovery_bcast", 3))),

@@ -25,6 +25,8 @@ SERVICES = ("http", "https", "dns", "ntp", "other_tcp", "other_udp", "icmp_igmp"
 _HTTP = (80, 8080, 8008, 8888)
 _HTTPS = (443, 1443, 8443, 55443)
 _HOUR = 3_600_000
+#: Flows simulated at once: bounds the memory of a busy day (packet matrices per chunk).
+CHUNK = 32_768
 
 
 @dataclass
@@ -128,13 +130,14 @@ class Lab:
         rng = np.random.default_rng([self.seed, stream, day.date.toordinal()])
         rows, starts = self._rows_and_starts(day, rng, only)
         params = self._params(rows, day.date)
-        stats = simulate(rng, params)
+        chunks = [simulate(rng, params[i : i + CHUNK]) for i in range(0, len(params), CHUNK)]
+        stats = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
         flows = np.zeros(len(rows), dtype=FLOW_DTYPE)
         for name, value in stats.items():
             if name in FLOW_DTYPE.names:
                 flows[name] = value
         flows["flowStartMilliseconds"] = starts
-        flows["flowEndMilliseconds"] = starts + stats["duration"]
+        flows["flowEndMilliseconds"] = starts + stats.get("duration", 0)
         flows["ipVersion"] = 4
         flows["protocolIdentifier"] = params[:, COL["proto"]]
         self._addresses(flows, rows, params, rng)
