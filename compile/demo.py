@@ -31,11 +31,21 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def _run_module(args: list[str]) -> None:
-    """A ``python -m`` step in its own process, so its memory is returned when it ends."""
+def _run_module(args: list[str], logfile: Path) -> None:
+    """A ``python -m`` step in its own process, so its memory is returned when it ends.
+
+    Its standard output is shown; its log goes to ``logfile``, and its tail is shown if
+    the step fails.
+    """
     cmd = [sys.executable, "-m", *args]
-    log.info("running %s", " ".join(cmd))
-    subprocess.run(cmd, check=True)
+    with open(logfile, "w") as err:
+        proc = subprocess.run(cmd, stderr=err)
+    if proc.returncode != 0:
+        tail = logfile.read_text().splitlines()[-20:]
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited with {proc.returncode}; its log {logfile} ends:\n"
+            + "\n".join(tail)
+        )
 
 
 def _free_port(kind: int) -> int:
@@ -99,7 +109,8 @@ def _counters(metrics_port: int) -> dict[str, float]:
     for line in text.splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
-            values[name.removeprefix("iotwatch_agent_")] = float(value)
+            name = name.removeprefix("iotwatch_agent_").removesuffix("_total")
+            values[name] = float(value)
     return values
 
 
@@ -188,9 +199,12 @@ def run_live(out: Path, testbed: Path, bundle: Path, rate: float) -> dict:
     udp_port = int(text.split("udp_port = ")[1].split()[0])
     metrics_port = int(text.split("[metrics]\nport = ")[1].split()[0])
 
+    agent_log = open(out / "agent.log", "w")
     agent = subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--config", str(config)],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=agent_log,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_for(lambda: _counters(metrics_port) is not None, 60, "the agent to listen")
@@ -211,9 +225,10 @@ def run_live(out: Path, testbed: Path, bundle: Path, rate: float) -> dict:
     finally:
         agent.send_signal(signal.SIGTERM)
         code = agent.wait(timeout=120)
+        agent_log.close()
     server.stop()
     if code != 0:
-        raise RuntimeError(f"the agent exited with {code}")
+        raise RuntimeError(f"the agent exited with {code}; see {out / 'agent.log'}")
 
     scores = inventory_scores(store_db, homes)
     scores.update(
@@ -245,18 +260,22 @@ def main(argv: list[str] | None = None) -> int:
     t = _step(f"testbed: scale {args.scale}, {args.homes} homes -> {testbed}")
     _run_module(
         ["compile", "testbed", "--out", str(testbed), "--scale", str(args.scale),
-         "--seed", str(args.seed), "--homes", str(args.homes)]
+         "--seed", str(args.seed), "--homes", str(args.homes)],
+        out / "testbed.log",
     )  # fmt: skip
     print(f"   {time.perf_counter() - t:.0f} s")
 
     t = _step(f"train and compile -> {bundle}")
-    _run_module(["compile", "train", "--data", str(testbed), "--out", str(bundle)])
+    _run_module(
+        ["compile", "train", "--data", str(testbed), "--out", str(bundle)], out / "train.log"
+    )
     print(f"   {time.perf_counter() - t:.0f} s")
 
     t = _step(f"evaluate the test period -> {report}")
     _run_module(
         ["compile", "evaluate", "--bundle", str(bundle), "--data", str(testbed),
-         "--report", str(report)]
+         "--report", str(report)],
+        out / "evaluate.log",
     )  # fmt: skip
     metrics = json.loads((report / "metrics.json").read_text())
     print(f"   {time.perf_counter() - t:.0f} s")
