@@ -16,9 +16,9 @@ import numpy as np
 MIN_SIGMA = 0.05
 
 
-def window_index(end_ms: np.ndarray, window_seconds: float) -> np.ndarray:
-    """Window number of each flow by its end time (windows aligned to the epoch, UTC)."""
-    return np.floor(end_ms / 1000.0 / window_seconds).astype(np.int64)
+def window_index(time_ms: np.ndarray, window_seconds: float) -> np.ndarray:
+    """Window number of each flow by its start time (windows aligned to the epoch, UTC)."""
+    return np.floor(time_ms / 1000.0 / window_seconds).astype(np.int64)
 
 
 def counts_per_window(
@@ -46,41 +46,55 @@ def trust(accepted: np.ndarray, baselines: dict, classes: list[str]):
 
 
 def trust_baselines(
-    end_ms: np.ndarray,
+    time_ms: np.ndarray,
     y: np.ndarray,
     label: np.ndarray,
     accepted: np.ndarray,
     classes: list[str],
     window_seconds: float,
     *,
-    end_ms_all: np.ndarray | None = None,
+    time_ms_all: np.ndarray | None = None,
     y_all: np.ndarray | None = None,
 ) -> dict:
     """Per class {n_expected, accept_rate, sigma_trust} from labelled, scored training rows.
 
-    When the scored rows are a sample of all training rows (``end_ms_all``, ``y_all``),
-    n_expected and the windows come from all rows and each scored row counts for the
-    rows of its class it stands for.
+    When the scored rows are a stratified sample of all training rows (``time_ms_all``,
+    ``y_all``), n_expected and the windows come from all rows, each sampled row stands for
+    the rows of its class, and the accepted counts per window are estimated from all rows'
+    counts and the sample's acceptance matrix (plus their Poisson variance).
     """
     n_classes = len(classes)
-    if end_ms_all is None or y_all is None:
-        end_ms_all, y_all = end_ms, y
+    if time_ms_all is None or y_all is None:
+        time_ms_all, y_all = time_ms, y
     total = np.bincount(y_all, minlength=n_classes)
     sampled = np.bincount(y, minlength=n_classes)
     weight = np.where(sampled > 0, total / np.maximum(sampled, 1), 0.0)[y]
 
-    present, flows = counts_per_window(window_index(end_ms_all, window_seconds), y_all, n_classes)
-    position = np.searchsorted(present, window_index(end_ms, window_seconds))
-    hits = np.zeros(flows.shape)
-    np.add.at(hits, (position[accepted], label[accepted]), weight[accepted])
-
+    present, flows = counts_per_window(window_index(time_ms_all, window_seconds), y_all, n_classes)
     n_expected = flows.mean(axis=0)
     accepted_total = np.bincount(label[accepted], weight[accepted], minlength=n_classes)
     accept_rate = np.where(total > 0, accepted_total / np.maximum(total, 1), 0.0)
     expected = n_expected * accept_rate
+
+    if len(y) == len(y_all):
+        position = np.searchsorted(present, window_index(time_ms, window_seconds))
+        hits = np.zeros(flows.shape)
+        np.add.at(hits, (position[accepted], label[accepted]), 1.0)
+        noise = 0.0
+    else:
+        # A sample's accepted counts per window would carry its own sampling noise: take
+        # each window's flows per true class times the sample's acceptance matrix instead,
+        # and add the Poisson variance of the accepted counts analytically.
+        moves = np.zeros((n_classes, n_classes))
+        np.add.at(moves, (y[accepted], label[accepted]), 1.0)
+        moves /= np.maximum(sampled, 1)[:, None]
+        hits = flows @ moves
+        with np.errstate(divide="ignore", invalid="ignore"):
+            noise = np.where(expected > 0, hits.mean(axis=0) / expected**2, 0.0)
+
     with np.errstate(divide="ignore", invalid="ignore"):
         raw = np.where(expected > 0, hits / expected, 0.0)
-    sigma = np.maximum(raw.std(axis=0), MIN_SIGMA)
+    sigma = np.maximum(np.sqrt(raw.var(axis=0) + noise), MIN_SIGMA)
 
     return {
         name: {

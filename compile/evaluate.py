@@ -202,7 +202,7 @@ def evaluate(
     hit_time, hit_flow = hit_times(start_ms, y, accepted & (label == y), day, n)
 
     window_s = bundle.window_seconds
-    win = baselines.window_index(test.flows["flowEndMilliseconds"], window_s)
+    win = baselines.window_index(test.flows["flowStartMilliseconds"], window_s)
     windows, counts = baselines.counts_per_window(win, label, n, accepted)
     _, trust = baselines.trust(counts, bundle.baselines_for(method), classes)
     changes = _read_changes(Path(data_dir))

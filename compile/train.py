@@ -269,13 +269,13 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
     for method in METHODS:
         label, _, accepted = apply_thresholds(oof, arrays, method)
         trust_base[method] = baselines.trust_baselines(
-            data.flows["flowEndMilliseconds"][sample],
+            data.flows["flowStartMilliseconds"][sample],
             y[sample],
             label,
             accepted,
             classes,
             args.window,
-            end_ms_all=data.flows["flowEndMilliseconds"],
+            time_ms_all=data.flows["flowStartMilliseconds"],
             y_all=y,
         )
     seconds["out_of_fold"] = time.monotonic() - started - sum(seconds.values())

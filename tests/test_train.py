@@ -216,7 +216,7 @@ def test_trust_baselines_from_a_sample_stand_for_all_rows():
         accepted[sample],
         ["a", "b"],
         86_400,
-        end_ms_all=end_ms,
+        time_ms_all=end_ms,
         y_all=y,
     )
     for name in ("a", "b"):
