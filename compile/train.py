@@ -33,7 +33,7 @@ import numpy as np
 from agent.bundle import FORMAT_VERSION, MANIFEST, host_triple, lib_path, sha256_file
 from agent.features import FEATURE_NAMES, feature_matrix
 from agent.score import METHODS, apply_thresholds
-from compile import baselines, build, dataset, thresholds
+from compile import baselines, build, dataset, forestc, thresholds
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,7 @@ class Options:
     compare_rows: int = 0
     no_unbounded: bool = False
     no_quantize: bool = False
+    backend: str = "forestc"
     train_dates: str | None = None
     test_dates: str | None = None
 
@@ -369,12 +370,20 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
 def _compile(forest, staging: Path, held_out, args, *, classes, lambdas, trust_base) -> dict:
     """Generate, build and verify the library into the staging folder; the manifest."""
     started = time.monotonic()
-    gendir = build.generate(forest, staging / "build", quantize=not args.no_quantize)
-    build.write_srcpkg(gendir, staging / "srcpkg.zip")
-    generated = time.monotonic()
-
     library = lib_path(host_triple())
-    build.build(gendir, staging / library, nthread=args.jobs or None)
+    if args.backend == "forestc":
+        gendir = staging / "build" / build.LIB_NAME
+        gendir.mkdir(parents=True)
+        source = gendir / f"{build.LIB_NAME}.c"
+        source.write_text(forestc.generate_c(forestc.from_treelite(_treelite_model(forest))))
+        build.write_srcpkg(gendir, staging / "srcpkg.zip")
+        generated = time.monotonic()
+        forestc.build_library(source, staging / library)
+    else:
+        gendir = build.generate(forest, staging / "build", quantize=not args.no_quantize)
+        build.write_srcpkg(gendir, staging / "srcpkg.zip")
+        generated = time.monotonic()
+        build.build(gendir, staging / library, nthread=args.jobs or None)
     built = time.monotonic()
     rows = held_out[subsample(np.zeros(len(held_out), int), VERIFY_ROWS, args.seed)]
     verified = build.verify(staging / library, forest, rows)
@@ -396,7 +405,8 @@ def _compile(forest, staging: Path, held_out, args, *, classes, lambdas, trust_b
         "provenance": {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "versions": _versions(),
-            "quantize": not args.no_quantize,
+            "backend": args.backend,
+            "quantize": not args.no_quantize and args.backend == "tl2cgen",
             "compile": {
                 "generate_seconds": round(generated - started, 1),
                 "build_seconds": round(built - generated, 1),
@@ -405,6 +415,13 @@ def _compile(forest, staging: Path, held_out, args, *, classes, lambdas, trust_b
             },
         },
     }
+
+
+def _treelite_model(forest):
+    import treelite
+
+    build.quiet_tl2cgen()
+    return treelite.sklearn.import_model(forest)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -456,6 +473,12 @@ def parser() -> argparse.ArgumentParser:
         help="skip training the unbounded forest for the bound's cost",
     )
     p.add_argument("--no-quantize", action="store_true", help="float thresholds in C")
+    p.add_argument(
+        "--backend",
+        choices=("forestc", "tl2cgen"),
+        default="forestc",
+        help="C generator: our compact forest-as-data (default) or TL2cgen's code",
+    )
     return p
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import __main__ as bench_main
 
 
@@ -33,3 +35,28 @@ def test_runner_writes_markdown_and_json(tmp_path, monkeypatch):
     assert data["benchmarks"]["fake"]["rows"][0]["rows/s"] == 12345.0
     assert "cpus" in data["machine"]
     assert "| engine | rows/s |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "name", ["decode", "writer", "agent", "store", "openwrt", "testbed", "scoring", "meter"]
+)
+def test_each_stage_benchmark_runs_quick(name):
+    """Every stage's benchmark runs on tiny inputs and returns figures, not an error."""
+    import importlib
+
+    result = importlib.import_module(f"benchmarks.bench_{name}").run(quick=True)
+    assert isinstance(result, dict) and result
+    assert "error" not in result
+    numbers = [v for v in _walk(result) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    assert numbers and all(v == v for v in numbers)  # some figures, none NaN
+
+
+def _walk(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _walk(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk(item)
+    else:
+        yield value

@@ -222,3 +222,20 @@ def test_trust_baselines_from_a_sample_stand_for_all_rows():
     for name in ("a", "b"):
         assert part[name]["n_expected"] == full[name]["n_expected"]
         assert part[name]["accept_rate"] == pytest.approx(full[name]["accept_rate"], abs=0.05)
+
+
+def test_both_backends_give_the_forests_probabilities(tmp_path):
+    """A bundle built by TL2cgen and one built by forestc score the same rows alike."""
+    from agent.features import feature_matrix
+    from compile.train import fit_bundle
+
+    train, test = datasets(n_per_class=120)
+    X = feature_matrix(test.flows[:300])
+    probabilities = {}
+    for backend in ("forestc", "tl2cgen"):
+        out = tmp_path / backend
+        fit_bundle(train, test, out, tiny_options(backend=backend, no_unbounded=True))
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["provenance"]["backend"] == backend
+        probabilities[backend] = load_bundle(out).predictor.predict_proba(X)
+    assert np.abs(probabilities["forestc"] - probabilities["tl2cgen"]).max() < 1e-5
