@@ -1,12 +1,12 @@
 """Errors the agent raises, each carrying where the problem was.
 
-    AgentError
-    ├── DecodeError (ValueError)     malformed IPFIX or Super Mediator JSON
-    │   ├── TemplateError            a template set that cannot be used
-    │   └── MissingTemplateError     data for a template not (or no longer) known
-    ├── BundleError (ValueError)     a model bundle that fails verification
-    ├── ConfigError (ValueError)     a bad configuration key or value
-    └── UpstreamError                the central store did not take a summary
+AgentError
+├── DecodeError (ValueError)     malformed IPFIX or Super Mediator JSON
+│   ├── TemplateError            a template set that cannot be used
+│   └── MissingTemplateError     data for a template not (or no longer) known
+├── BundleError (ValueError)     a model bundle that fails verification
+├── ConfigError (ValueError)     a bad configuration key or value
+└── UpstreamError                the central store did not take a summary
 """
 
 

@@ -65,7 +65,7 @@ def to_markdown(results: dict) -> str:
             for row in rows:
                 lines.append("| " + " | ".join(_cell(row.get(k)) for k in keys) + " |")
             lines.append("")
-        for key, value in (figures.items() if isinstance(figures, dict) else []):
+        for key, value in figures.items() if isinstance(figures, dict) else []:
             if key != "rows":
                 lines.append(f"- {key}: {_cell(value)}")
     return "\n".join(lines) + "\n"

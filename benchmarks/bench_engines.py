@@ -135,7 +135,9 @@ def _engines(forest, rows, workdir: Path, quick: bool) -> dict:
             import tl2cgen
 
             tl_pred = tl2cgen.Predictor(str(lib), nthread=1)
-            engines["TL2cgen Predictor"] = lambda X, p=tl_pred: p.predict(tl2cgen.DMatrix(X))[:, 0, :]
+            engines["TL2cgen Predictor"] = lambda X, p=tl_pred: p.predict(tl2cgen.DMatrix(X))[
+                :, 0, :
+            ]
 
     model = treelite.sklearn.import_model(forest)
     engines["treelite.gtil"] = lambda X: treelite.gtil.predict(model, X, nthread=1)[:, 0, :]
