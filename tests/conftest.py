@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixture modules shared by several test files, loaded once as plugins.
+pytest_plugins = ["store_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "ipfix-samples"
 

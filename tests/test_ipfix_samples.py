@@ -184,8 +184,14 @@ def check_flows_match_records(flows: np.ndarray, records: list) -> None:
 
 
 def _is_flow(record: dict) -> bool:
-    keys = ("sourceIPv4Address", "destinationIPv4Address", "sourceIPv6Address",
-            "destinationIPv6Address", "sourceTransportPort", "destinationTransportPort")  # fmt: skip
+    keys = (
+        "sourceIPv4Address",
+        "destinationIPv4Address",
+        "sourceIPv6Address",
+        "destinationIPv6Address",
+        "sourceTransportPort",
+        "destinationTransportPort",
+    )
     return any(k in record for k in keys)
 
 
