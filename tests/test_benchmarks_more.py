@@ -91,3 +91,29 @@ def test_scaling_benchmark_sees_every_home():
         assert row["homes seen"] == row["homes"]
         assert row["summaries"] >= row["homes"]
         assert row["peak RSS MB"] >= row["RSS before MB"] > 0
+
+
+def test_agent_rate_search_stops_at_the_first_loss(monkeypatch):
+    """The search raises the rate by its step while runs lose nothing, and reports the
+    last rate held with zero loss; a first run that loses reports none."""
+    from benchmarks import bench_agent
+
+    ceiling = 180_000
+    asked = []
+
+    def fake_scenario(bundle, rate, seconds):
+        asked.append(rate)
+        return {"sent_rate": rate, "records_lost": 0 if rate <= ceiling else 17}
+
+    monkeypatch.setattr(bench_agent, "scenario", fake_scenario)
+    rows, best = bench_agent.search(None, 1.0, 100_000, 1.25, 6)
+    assert asked == [100_000, 125_000, 156_250, 195_312]
+    assert best == 156_250 and rows[-1]["records_lost"] == 17
+
+    asked.clear()
+    rows, best = bench_agent.search(None, 1.0, 200_000, 1.25, 6)
+    assert best is None and asked == [200_000]
+
+    asked.clear()
+    rows, best = bench_agent.search(None, 1.0, 1_000, 2.0, 3)
+    assert asked == [1_000, 2_000, 4_000] and best == 4_000

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from agent.flows import FLOW_DTYPE
 from agent.ipfix import Decoder, decode_file, flowplan, iter_messages
-from agent.ipfix.message import index_messages
+from agent.ipfix.message import index_messages, iter_sets
 from agent.ipfix.writer import yaf_messages
 from tests.conftest import SAMPLES
 from tests.test_ipfix_decode import data_set, message, template_set, varlen
@@ -299,3 +299,49 @@ def test_other_data_templates_and_template_only_datagrams_match(path):
         datagrams.append(message(head, seq=seq))
     decoder, rows, *_ = assert_same(datagrams, [UDP] * len(datagrams), [(24, 1.0)])
     assert len(rows) == 36 and decoder.counters["set_length_mismatch"] == 6
+
+
+def messages_both_ways(messages, session):
+    """(flows, errors, state) of ``decode_message`` with runs of flow sets joined, then set
+    by set; each decoder sees the messages in order."""
+    out = []
+    for join in (True, False):
+        decoder = Decoder(template_lifetime=10.0, max_templates_per_session=64)
+        decoder.join_sets = join
+        flows, errors = [], []
+        for m in messages:
+            result = decoder.decode_message(m, session, now=1.0)
+            flows.append(result.flows)
+            errors.append([(e.code, str(e)) for e in result.errors])
+        out.append((flowplan.concat_flows(flows).tobytes(), errors, state(decoder)))
+    return out
+
+
+def interleaved_file_messages(samples) -> list[bytes]:
+    """File-layout messages whose records alternate between YAF's biflow and uniflow
+    layouts, so each message holds many short flow data sets."""
+    flows = yaf_flows(samples, 400)
+    flows["reversePacketTotalCount"][::3] = 0
+    flows["reverseOctetTotalCount"][::3] = 0
+    return list(yaf_messages(flows, mtu=65000, templates="once"))
+
+
+def test_joined_flow_sets_match_set_by_set(samples, path):
+    """Many short flow sets in one message, real files, and mutated messages: the same
+    rows, errors and decoder state whether runs of flow sets are joined or not."""
+    messages = interleaved_file_messages(samples)
+    data_sets = [s for s in iter_sets(memoryview(messages[1]), len(messages[1])) if s[0] >= 256]
+    assert len(data_sets) > 100
+    joined, alone = messages_both_ways(messages, ("tcp", "198.51.100.7", 1, 1))
+    assert joined == alone and joined[2]["counters"]["data_records"] == 400
+
+    for name in YAF_FILES:
+        file_messages = [m for _, m in iter_messages((samples / name).read_bytes())]
+        joined, alone = messages_both_ways(file_messages, ("tcp", "198.51.100.7", 1, 1))
+        assert joined == alone, name
+
+    rng = random.Random(3)
+    for _ in range(40):
+        broken = [mutate(rng, m) if rng.random() < 0.5 else m for m in messages]
+        joined, alone = messages_both_ways(broken, UDP)
+        assert joined == alone
