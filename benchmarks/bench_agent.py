@@ -260,9 +260,9 @@ def stages(agent, predict) -> dict:
     rates["pipeline_rows_per_s"], rates["pipeline_cpu_rows_per_s"] = wall, cpu
     rates["pipeline_share_of_predictor"] = cpu / rates["predictor_cpu_rows_per_s"]
     with_decode = 1.0 / (1.0 / cpu + 1.0 / rates["decode_templates_once_cpu_rows_per_s"])
-    rates["pipeline_with_decode_share_of_predictor"] = with_decode / rates[
-        "predictor_cpu_rows_per_s"
-    ]
+    rates["pipeline_with_decode_share_of_predictor"] = (
+        with_decode / rates["predictor_cpu_rows_per_s"]
+    )
     return rates
 
 
