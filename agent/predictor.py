@@ -65,9 +65,7 @@ class Predictor:
 
         if self._batch is not None:
             self._batch(
-                _ffi.cast("const float*", _ffi.from_buffer(X)),
-                X.shape[0],
-                _ffi.cast("double*", _ffi.from_buffer(out)),
+                _ffi.from_buffer("float[]", X), X.shape[0], _ffi.from_buffer("double[]", out)
             )
             return out
         return self._predict_rows(X, out)

@@ -11,10 +11,12 @@ per record: on a shared machine loss often means the worker was not given the CP
 each stage's own rows/s on the same records (wall clock and CPU time, best of three)
 with the pipeline's rate as a share of the predictor's, and its peak resident memory.
 
-``IOTWATCH_BENCH_BUNDLE`` names the bundle to use; without it one is trained once on
-synthetic flows with the default forest size (100 trees, up to 256 leaves; a tiny
-forest with ``quick``) in a separate process, so scikit-learn never inflates the
-worker's memory.
+The records are the testbed's test-period remote flows (demo scale, generated once and
+cached), each given one of 20,000 subscriber addresses, and the bundle is what
+``compile train`` makes of the testbed's training period with its default options,
+trained once in a separate process (so scikit-learn never inflates the worker's
+memory). ``IOTWATCH_BENCH_BUNDLE`` names another bundle to use. With ``quick``: a tiny
+forest and synthetic flows.
 
     python -m benchmarks.bench_agent [--quick | --full]
 """
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +45,37 @@ SEED = 5
 #: The rate search: each run sends this much more than the last, at most this many runs.
 SEARCH_STEP = 1.25
 SEARCH_TRIES = 6
+#: Datagrams per ``decode_datagrams`` call in the decode stage alone: the receiver takes
+#: every datagram waiting (up to 256) per wakeup, and under load that is tens of them.
+BURST = 64
 
 
-def bench_flows(n: int, seed: int = 11) -> np.ndarray:
-    """Synthetic device flows spread over ``N_HOMES`` subscriber addresses in 100.64/10."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from model_fixtures import MAR_TEST, synthetic_flows
+@dataclass
+class Setup:
+    """What every run uses: the bundle, and the ``.npy`` file of the testbed's flows to
+    send (empty: synthetic flows)."""
 
-    flows, _ = synthetic_flows(n // 4 + 1, MAR_TEST, 1, seed)
-    flows = flows[:n]
+    bundle: Path
+    testbed: str = ""
+
+
+def bench_flows(n: int, seed: int = 11, testbed: str = "") -> np.ndarray:
+    """``n`` device flows spread over ``N_HOMES`` subscriber addresses in 100.64/10: the
+    testbed's flows in turn when ``testbed`` names their ``.npy`` file (all started by the
+    device, so the device's end becomes the home's), else synthetic ones."""
+    if testbed:
+        base = np.load(testbed)
+        flows = base[np.arange(n) % len(base)]
+    else:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from model_fixtures import MAR_TEST, synthetic_flows
+
+        flows, _ = synthetic_flows(n // 4 + 1, MAR_TEST, 1, seed)
+        flows = flows[:n]
     rng = np.random.default_rng(seed)
     home = rng.integers(0, N_HOMES, n)
+    flows["sourceAddress"][:, :10] = 0
+    flows["sourceAddress"][:, 10:12] = 0xFF
     flows["sourceAddress"][:, 12] = 100
     flows["sourceAddress"][:, 13] = 64 + (home >> 16)
     flows["sourceAddress"][:, 14] = (home >> 8) & 0xFF
@@ -63,27 +86,52 @@ def bench_flows(n: int, seed: int = 11) -> np.ndarray:
     return flows
 
 
-def _bundle(quick: bool) -> Path:
+def _setup(quick: bool) -> Setup:
+    """The bundle and flows; the testbed and its default bundle are made once and cached."""
     given = os.environ.get("IOTWATCH_BENCH_BUNDLE")
-    if given:
-        return Path(given)
-    folder = CACHE / ("tiny" if quick else "default")
+    if quick:
+        return Setup(Path(given) if given else _tiny_bundle())
+    testbed = CACHE / "testbed"
+    if not (testbed / "devices.csv").exists():
+        subprocess.run(
+            [sys.executable, "-m", "compile", "testbed", "--out", str(testbed)]
+            + ["--scale", "0.02", "--seed", "1"],
+            cwd=ROOT,
+            check=True,
+        )
+    bundle = Path(given) if given else CACHE / "testbed-bundle"
+    if not (bundle / "manifest.json").exists():
+        subprocess.run(
+            [sys.executable, "-m", "compile", "train", "--data", str(testbed)]
+            + ["--out", str(bundle)],
+            cwd=ROOT,
+            check=True,
+        )
+    flows = CACHE / "testbed-test-flows.npy"
+    if not flows.exists():
+        from compile import dataset
+
+        np.save(flows, dataset.load(testbed, "test").flows)
+    return Setup(bundle, str(flows))
+
+
+def _tiny_bundle() -> Path:
+    folder = CACHE / "tiny"
     if (folder / "bundle" / "manifest.json").exists():
         return folder / "bundle"
-    size = "" if quick else "grid='100x5', max_leaves=256"
     code = (
         "import sys; sys.path.insert(0, 'tests');"
         "from pathlib import Path; from model_fixtures import datasets, tiny_options;"
         "from compile.train import fit_bundle;"
-        f"train, test = datasets(n_per_class={300 if quick else 3000});"
-        f"fit_bundle(train, test, Path({str(folder / 'bundle')!r}), tiny_options({size}))"
+        "train, test = datasets(n_per_class=300);"
+        f"fit_bundle(train, test, Path({str(folder / 'bundle')!r}), tiny_options())"
     )
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
     return folder / "bundle"
 
 
-def sender(port: int, rate: float, seconds: float, seed: int) -> dict:
+def sender(port: int, rate: float, seconds: float, seed: int, testbed: str) -> dict:
     """Send paced datagrams to ``port`` for ``seconds``; records and datagrams sent.
 
     Templates go in a message of their own, sent again before each pass over the
@@ -92,7 +140,7 @@ def sender(port: int, rate: float, seconds: float, seed: int) -> dict:
     from agent.ipfix import Decoder
     from agent.ipfix.writer import yaf_messages
 
-    flows = bench_flows(20_000, seed)
+    flows = bench_flows(20_000, seed, testbed)
     messages = list(yaf_messages(flows, mtu=1400, templates="once"))
     decoder = Decoder()
     rows = [len(decoder.decode_message(m, "count").flows) for m in messages]
@@ -111,7 +159,7 @@ def sender(port: int, rate: float, seconds: float, seed: int) -> dict:
     return {"records": records, "datagrams": sent, "seconds": elapsed}
 
 
-def worker(bundle: Path, port: int, seconds: float) -> dict:
+def worker(bundle: Path, port: int, seconds: float, testbed: str) -> dict:
     """Run the agent in this process for ``seconds`` and report what it measured."""
     import psutil
 
@@ -136,7 +184,7 @@ def worker(bundle: Path, port: int, seconds: float) -> dict:
     )
     agent = Agent(config)
     agent.pipeline.roll(time.time())
-    agent.pipeline.process(bench_flows(20_000, SEED))
+    agent.pipeline.process(bench_flows(20_000, SEED, testbed))
     arrivals: list[float] = []
     latency_hist = np.zeros(LATENCY_BINS + 1, dtype=np.int64)
     sizes: list[int] = []
@@ -213,7 +261,7 @@ def worker(bundle: Path, port: int, seconds: float) -> dict:
         "cpu_s": cpu["run"],
         "run_s": seconds,
         "batch_rows_mean": float(np.mean(sizes)) if sizes else 0.0,
-        **stages(agent, predict),
+        **stages(agent, predict, testbed),
     }
 
 
@@ -230,14 +278,17 @@ def _best_rate(rows: int, step, repeat: int = 3) -> tuple[float, float]:
     return wall, cpu
 
 
-def stages(agent, predict) -> dict:
-    """Rows/s of each stage alone on the same records, in 1024-row batches (wall clock and
-    CPU time, best of three), and the pipeline's rate as a share of the predictor's."""
+def stages(agent, predict, testbed: str) -> dict:
+    """Rows/s of each stage alone on the same records (wall clock and CPU time, best of
+    three): decoding one message at a time and in bursts of ``BURST`` datagrams, the
+    predictor and the pipeline in 1024-row batches; and the pipeline's rate, alone and
+    with decoding in bursts, as a share of the predictor's."""
     from agent.features import feature_matrix
     from agent.ipfix import Decoder
     from agent.ipfix.writer import yaf_messages
 
-    flows = bench_flows(20_480, SEED)
+    flows = bench_flows(20_480, SEED, testbed)
+    session = ("udp", "127.0.0.1", 1)
     rates = {}
     for mode in ("every", "once"):
         messages = list(yaf_messages(flows, mtu=1400, templates=mode))
@@ -245,11 +296,21 @@ def stages(agent, predict) -> dict:
         def decode(messages=messages):
             decoder = Decoder()
             for message in messages:
-                decoder.decode_message(message, ("udp", "127.0.0.1", 1))
+                decoder.decode_message(message, session)
+
+        def decode_bursts(messages=messages):
+            decoder = Decoder()
+            decoder.decode_message(messages[0], session)
+            for at in range(1, len(messages), BURST):
+                burst = messages[at : at + BURST]
+                decoder.decode_datagrams(burst, [session] * len(burst))
 
         wall, cpu = _best_rate(len(flows), decode)
         rates[f"decode_templates_{mode}_rows_per_s"] = wall
         rates[f"decode_templates_{mode}_cpu_rows_per_s"] = cpu
+        wall, cpu = _best_rate(len(flows), decode_bursts)
+        rates[f"decode_bursts_templates_{mode}_rows_per_s"] = wall
+        rates[f"decode_bursts_templates_{mode}_cpu_rows_per_s"] = cpu
 
     parts = np.array_split(flows, 20)
     X = [feature_matrix(part) for part in parts]
@@ -259,21 +320,21 @@ def stages(agent, predict) -> dict:
     wall, cpu = _best_rate(len(flows), lambda: [agent.pipeline.process(p) for p in parts])
     rates["pipeline_rows_per_s"], rates["pipeline_cpu_rows_per_s"] = wall, cpu
     rates["pipeline_share_of_predictor"] = cpu / rates["predictor_cpu_rows_per_s"]
-    with_decode = 1.0 / (1.0 / cpu + 1.0 / rates["decode_templates_once_cpu_rows_per_s"])
+    with_decode = 1.0 / (1.0 / cpu + 1.0 / rates["decode_bursts_templates_once_cpu_rows_per_s"])
     rates["pipeline_with_decode_share_of_predictor"] = (
         with_decode / rates["predictor_cpu_rows_per_s"]
     )
     return rates
 
 
-def scenario(bundle: Path, rate: float, seconds: float) -> dict:
+def scenario(setup: Setup, rate: float, seconds: float) -> dict:
     """One run: a worker and a paced sender; merged figures."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     me = [sys.executable, "-m", "benchmarks.bench_agent"]
     agent = subprocess.Popen(
-        me + ["worker", str(bundle), str(port), str(seconds + 6)],
+        me + ["worker", str(setup.bundle), str(port), str(seconds + 6), setup.testbed],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -281,7 +342,7 @@ def scenario(bundle: Path, rate: float, seconds: float) -> dict:
     time.sleep(3.0)
     sent = json.loads(
         subprocess.run(
-            me + ["sender", str(port), str(rate), str(seconds), str(SEED)],
+            me + ["sender", str(port), str(rate), str(seconds), str(SEED), setup.testbed],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -311,12 +372,12 @@ def scenario(bundle: Path, rate: float, seconds: float) -> dict:
     }
 
 
-def search(bundle: Path, seconds: float, start: float, step: float, tries: int) -> tuple:
+def search(setup: Setup, seconds: float, start: float, step: float, tries: int) -> tuple:
     """Runs at ``start``, ``start * step``, ... until one loses a record (or ``tries``
     runs): the rows, and the highest rate held with zero loss (None if ``start`` lost)."""
     rows, best, rate = [], None, start
     for _ in range(tries):
-        row = scenario(bundle, rate, seconds)
+        row = scenario(setup, rate, seconds)
         rows.append(row)
         if row["records_lost"] > 0:
             break
@@ -328,13 +389,14 @@ def search(bundle: Path, seconds: float, start: float, step: float, tries: int) 
 def run(quick: bool) -> dict:
     """Latency at 10k records/s; rates from 100k records/s up by a quarter until a run
     loses records (the highest held with zero loss); then unpaced."""
-    bundle = _bundle(quick)
+    setup = _setup(quick)
     seconds = 2.0 if quick else 60.0
-    rows = [scenario(bundle, 10_000, seconds)]
-    found, best = search(bundle, seconds, 100_000, SEARCH_STEP, 1 if quick else SEARCH_TRIES)
-    rows += found + [scenario(bundle, 0, seconds)]
+    rows = [scenario(setup, 10_000, seconds)]
+    found, best = search(setup, seconds, 100_000, SEARCH_STEP, 1 if quick else SEARCH_TRIES)
+    rows += found + [scenario(setup, 0, seconds)]
     return {
-        "bundle": str(bundle),
+        "bundle": str(setup.bundle),
+        "flows": "testbed scale 0.02, test period" if setup.testbed else "synthetic",
         "seconds_per_run": seconds,
         "highest_zero_loss_rate": best,
         "rows": rows,
@@ -344,9 +406,11 @@ def run(quick: bool) -> dict:
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else "--quick"
     if command == "worker":
-        print(json.dumps(worker(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))))
+        testbed = sys.argv[5] if len(sys.argv) > 5 else ""
+        print(json.dumps(worker(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), testbed)))
     elif command == "sender":
         rate, seconds = float(sys.argv[3]), float(sys.argv[4])
-        print(json.dumps(sender(int(sys.argv[2]), rate, seconds, int(sys.argv[5]))))
+        testbed = sys.argv[6] if len(sys.argv) > 6 else ""
+        print(json.dumps(sender(int(sys.argv[2]), rate, seconds, int(sys.argv[5]), testbed)))
     else:
         print(json.dumps(run(quick=command == "--quick"), indent=2))

@@ -180,17 +180,24 @@ int32_t get_num_target(void) { return 1; }
 int32_t get_num_feature(void) { return NF; }
 void get_num_class(int32_t *out) { out[0] = NC; }
 
-/* First threshold index >= x: the row's bin for this feature. */
+/* First threshold index >= x: the row's bin for this feature. The search halves with a
+   conditional move, not a branch: which half holds x is a coin toss a branch predictor
+   gets wrong half of the time (NaN compares false: bin 0). */
 static uint16_t bin_of(int f, double x) {
-    uint32_t lo = THR_OFF[f], hi = THR_OFF[f + 1], base = lo;
-    while (lo < hi) {
-        uint32_t mid = (lo + hi) >> 1;
-        if (THR[mid] < x) lo = mid + 1; else hi = mid;
+    const double *first = THR + THR_OFF[f], *base = first;
+    uint32_t n = THR_OFF[f + 1] - THR_OFF[f];
+    if (n == 0) return 0;
+    while (n > 1) {
+        uint32_t half = n >> 1;
+        base = base[half] < x ? base + half : base;
+        n -= half;
     }
-    return (uint16_t)(lo - base);
+    return (uint16_t)(base - first + (*base < x));
 }
 
-#define GROUP 8
+/* Lanes walked in lockstep: rows of a block down one tree, or trees for a lone row. */
+#define GROUP 16
+#define TREE_GROUP 8
 
 /* One row down one tree. A leaf tests a bin that is always 0 against 0xFFFF and points
    at itself, so the walk ends when the index stops changing. */
@@ -223,13 +230,13 @@ static void walk_group(uint32_t root, const uint16_t (*bins)[NF + 1], uint32_t *
     for (int g = 0; g < GROUP; g++) at[g] = LEAFROW[i[g]];
 }
 
-/* One row down GROUP trees in lockstep: the same overlap for a lone row. */
+/* One row down TREE_GROUP trees in lockstep: the same overlap for a lone row. */
 static void walk_trees(int t0, const uint16_t *bins, uint32_t *at) {
-    uint32_t i[GROUP];
-    for (int g = 0; g < GROUP; g++) i[g] = ROOT[t0 + g];
+    uint32_t i[TREE_GROUP];
+    for (int g = 0; g < TREE_GROUP; g++) i[g] = ROOT[t0 + g];
     for (;;) {
         uint32_t moved = 0;
-        for (int g = 0; g < GROUP; g++) {
+        for (int g = 0; g < TREE_GROUP; g++) {
             uint64_t n = NODE[i[g]];
             uint32_t f = (uint32_t)(n & 0xFFFF), k = (uint32_t)((n >> 16) & 0xFFFF);
             uint32_t next = (uint32_t)(n >> 32) + (bins[f] > k);
@@ -238,7 +245,7 @@ static void walk_trees(int t0, const uint16_t *bins, uint32_t *at) {
         }
         if (!moved) break;
     }
-    for (int g = 0; g < GROUP; g++) at[g] = LEAFROW[i[g]];
+    for (int g = 0; g < TREE_GROUP; g++) at[g] = LEAFROW[i[g]];
 }
 
 static void add_leaf(float *acc, uint32_t leaf_row) {
@@ -267,9 +274,9 @@ void iotwatch_predict_batch(const float *rows, int64_t n, double *proba) {
         }
         for (int r = grouped; r < m; r++) {
             int t = 0;
-            for (; t + GROUP <= NT; t += GROUP) {
+            for (; t + TREE_GROUP <= NT; t += TREE_GROUP) {
                 walk_trees(t, bins[r], at);
-                for (int g = 0; g < GROUP; g++) add_leaf(acc[r], at[g]);
+                for (int g = 0; g < TREE_GROUP; g++) add_leaf(acc[r], at[g]);
             }
             for (; t < NT; t++) add_leaf(acc[r], walk(ROOT[t], bins[r]));
         }
