@@ -3,7 +3,10 @@ predict_proba on the same forest: rows/s in batch and one row's latency.
 
 ``python -m benchmarks.bench_scoring [--quick]`` or ``run(quick) -> dict``. The forest is
 trained on synthetic rows shaped like the features (28 columns, 26 classes), bounded as
-the bundle's default (256 leaves per tree); ``quick`` uses 20 trees of 64 leaves.
+the bundle's default (256 leaves per tree); ``quick`` uses 20 trees of 64 leaves. Both
+backends of ``compile train`` are timed: our generator (the default) and TL2cgen (also
+row by row through its own ``predict``, as a library without the batch entry point is).
+``bench_engines`` is the full comparison, on the testbed's rows.
 """
 
 import argparse
@@ -48,7 +51,6 @@ def run(quick: bool) -> dict:
     from sklearn.ensemble import RandomForestClassifier
 
     from agent.predictor import Predictor
-    from compile import build
 
     trees, leaves = (20, 64) if quick else (100, 256)
     X, y = _rows(20_000 if quick else 60_000, 0)
@@ -57,31 +59,45 @@ def run(quick: bool) -> dict:
         n_estimators=trees, max_features=5, max_leaf_nodes=leaves, random_state=0, n_jobs=1
     ).fit(X, y)
 
+    figures = {"trees": trees, "max_leaves": leaves}
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        gendir = build.generate(forest, Path(tmp) / "gen")
-        library = build.build(gendir, Path(tmp) / "model.so")
-        build_seconds = time.perf_counter() - started
+        for backend in ("forestc", "tl2cgen"):
+            started = time.perf_counter()
+            library = _build(backend, forest, Path(tmp) / backend)
+            figures[f"{backend}_build_seconds"] = round(time.perf_counter() - started, 1)
+            predict = Predictor(library).predict_proba
+            rows_per_s = _rate(lambda p=predict: p(held_out), len(held_out), 3)
+            latency = _latency_us(lambda p=predict: p(held_out[:1]), 2000)
+            figures[f"{backend}_batch_rows_per_s"] = int(rows_per_s)
+            figures[f"{backend}_one_row_us"] = round(latency, 1)
         predictor = Predictor(library)
-        one = held_out[:1]
-        rows_per_s = _rate(lambda: predictor.predict_proba(held_out), len(held_out), 3)
-        latency = _latency_us(lambda: predictor.predict_proba(one), 2000)
         predictor._batch = None
         part = held_out[:5000]
-        row_by_row = _rate(lambda: predictor.predict_proba(part), len(part), 1)
+        figures["tl2cgen_row_by_row_rows_per_s"] = int(
+            _rate(lambda: predictor.predict_proba(part), len(part), 1)
+        )
 
     sk_rate = _rate(lambda: forest.predict_proba(held_out), len(held_out), 3)
     sk_latency = _latency_us(lambda: forest.predict_proba(held_out[:1]), 50 if quick else 200)
-    return {
-        "trees": trees,
-        "max_leaves": leaves,
-        "build_seconds": round(build_seconds, 1),
-        "compiled_batch_rows_per_s": int(rows_per_s),
-        "compiled_one_row_us": round(latency, 1),
-        "compiled_row_by_row_rows_per_s": int(row_by_row),
-        "sklearn_batch_rows_per_s": int(sk_rate),
-        "sklearn_one_row_us": round(sk_latency, 1),
-    }
+    figures["sklearn_batch_rows_per_s"] = int(sk_rate)
+    figures["sklearn_one_row_us"] = round(sk_latency, 1)
+    return figures
+
+
+def _build(backend: str, forest, folder: Path) -> Path:
+    """The forest's shared library from one backend."""
+    import treelite
+
+    from compile import build, forestc
+
+    folder.mkdir()
+    if backend == "tl2cgen":
+        return build.build(build.generate(forest, folder / "gen"), folder / "model.so")
+    source = folder / "model.c"
+    source.write_text(
+        forestc.generate_c(forestc.from_treelite(treelite.sklearn.import_model(forest)))
+    )
+    return forestc.build_library(source, folder / "model.so")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +133,17 @@ def out_of_fold(X, y, forest, *, folds, seed) -> np.ndarray:
     from sklearn.model_selection import cross_val_predict
 
     return cross_val_predict(forest, X, y, cv=_folds(y, folds, seed), method="predict_proba")
+
+
+def accept_rates(proba: np.ndarray, y: np.ndarray, arrays, method: str) -> np.ndarray:
+    """Per class: accepted predictions of it / rows of it, for probabilities of the
+    training rows (out-of-bag: rows no tree left out, all zeros, are not counted)."""
+    n_classes = proba.shape[1]
+    seen = proba.any(axis=1)
+    label, _, accepted = apply_thresholds(proba[seen], arrays, method)
+    hits = np.bincount(label[accepted], minlength=n_classes)
+    total = np.bincount(y[seen], minlength=n_classes)
+    return np.where(total > 0, hits / np.maximum(total, 1), 0.0)
 
 
 def unbounded_proba(X, y, test_X, trees, features, seed, jobs, chunk=10):
@@ -266,6 +278,17 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
     )
     lambdas = thresholds.class_thresholds(oof, y[sample])
     arrays = thresholds.as_arrays(lambdas)
+    seconds["out_of_fold"] = time.monotonic() - started - sum(seconds.values())
+
+    forest = make_forest(trees, features, args.max_leaves, args.seed, jobs)
+    forest.set_params(oob_score=True)
+    with warnings.catch_warnings():
+        # Rows no tree left out (only with tiny forests) are skipped in accept_rates.
+        warnings.filterwarnings("ignore", message="Some inputs do not have OOB scores")
+        forest.fit(X, y)
+    out_of_bag = forest.oob_decision_function_
+    seconds["fit"] = time.monotonic() - started - sum(seconds.values())
+
     trust_base = {}
     for method in METHODS:
         label, _, accepted = apply_thresholds(oof, arrays, method)
@@ -278,11 +301,9 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
             args.window,
             time_ms_all=data.flows["flowStartMilliseconds"],
             y_all=y,
+            accept_rate_other=accept_rates(out_of_bag, y, arrays, method),
         )
-    seconds["out_of_fold"] = time.monotonic() - started - sum(seconds.values())
-
-    forest = make_forest(trees, features, args.max_leaves, args.seed, jobs).fit(X, y)
-    seconds["fit"] = time.monotonic() - started - sum(seconds.values())
+    del out_of_bag
     test_X = bound = None
     if test is not None:
         test_X, test_y = feature_matrix(test.flows), test.y

@@ -74,6 +74,47 @@ def test_trust_baselines_from_known_windows():
     assert trust_now[1, 0] < 0.01
 
 
+def test_a_second_acceptance_estimate_moves_the_rate_and_widens_sigma():
+    """With an out-of-bag estimate, accept_rate is the mean of both and sigma takes their
+    difference relative to it; a shipped model that accepts like the second estimate
+    is then not flagged, 20 accepted against 70 expected still is."""
+    day = 86_400_000
+    end_ms = np.repeat(np.arange(4) * day, 100)
+    y = np.zeros(400, int)
+    label = np.zeros(400, int)
+    accepted = np.tile(np.arange(100) < 60, 4)
+    alone = baselines.trust_baselines(end_ms, y, label, accepted, ["a"], 86_400)["a"]
+    base = baselines.trust_baselines(
+        end_ms, y, label, accepted, ["a"], 86_400, accept_rate_other=np.array([0.8])
+    )["a"]
+    assert alone["accept_rate"] == pytest.approx(0.6)
+    assert alone["sigma_trust"] == pytest.approx(baselines.MIN_SIGMA)
+    assert base["accept_rate"] == pytest.approx(0.7)
+    assert base["sigma_trust"] == pytest.approx(0.2 / 0.7)
+
+    like_other = np.array([[80.0], [20.0]])
+    _, before = baselines.trust(like_other, {"a": alone}, ["a"])
+    _, after = baselines.trust(like_other, {"a": base}, ["a"])
+    assert before[0, 0] < 0.1 < after[0, 0]
+    assert after[1, 0] < 0.1
+
+
+def test_accept_rates_skip_rows_without_out_of_bag_votes():
+    """accept_rates counts accepted predictions per class over that class's rows, leaving
+    out rows whose probabilities are all zero (no tree left them out)."""
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.0, 0.0], [0.3, 0.7]])
+    y = np.array([0, 0, 1, 1, 0])
+    arrays = thresholds.as_arrays(
+        {
+            "lambda1": {"low": [0.7, 0.75], "high": [1.0, 1.0]},
+            "lambda2": {"low": [0.0, 0.0], "high": [1.0, 1.0]},
+        }
+    )
+    rates = train.accept_rates(proba, y, arrays, "lambda1")
+    assert rates[0] == pytest.approx(1 / 3)
+    assert rates[1] == pytest.approx(1.0)
+
+
 def test_labels_by_source_mac_then_destination_mac():
     """A record takes its source MAC's type, else its destination MAC's, else -1."""
     flows = empty(3)
