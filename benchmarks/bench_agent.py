@@ -44,7 +44,7 @@ LATENCY_BINS = 40_000
 SEED = 5
 #: The rate search: each run sends this much more than the last, at most this many runs.
 SEARCH_STEP = 1.25
-SEARCH_TRIES = 6
+SEARCH_TRIES = 8
 #: Datagrams per ``decode_datagrams`` call in the decode stage alone: the receiver takes
 #: every datagram waiting (up to 256) per wakeup, and under load that is tens of them.
 BURST = 64

@@ -287,6 +287,7 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
         warnings.filterwarnings("ignore", message="Some inputs do not have OOB scores")
         forest.fit(X, y)
     out_of_bag = forest.oob_decision_function_
+    del forest.oob_decision_function_  # (rows x classes) doubles: no need to keep them
     seconds["fit"] = time.monotonic() - started - sum(seconds.values())
 
     trust_base = {}
