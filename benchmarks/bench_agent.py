@@ -56,15 +56,15 @@ class Setup:
     send (empty: synthetic flows)."""
 
     bundle: Path
-    testbed: str = ""
+    flows_file: str = ""
 
 
-def bench_flows(n: int, seed: int = 11, testbed: str = "") -> np.ndarray:
+def bench_flows(n: int, seed: int = 11, flows_file: str = "") -> np.ndarray:
     """``n`` device flows spread over ``N_HOMES`` subscriber addresses in 100.64/10: the
-    testbed's flows in turn when ``testbed`` names their ``.npy`` file (all started by the
+    testbed's flows in turn when ``flows_file`` names their ``.npy`` file (all started by the
     device, so the device's end becomes the home's), else synthetic ones."""
-    if testbed:
-        base = np.load(testbed)
+    if flows_file:
+        base = np.load(flows_file)
         flows = base[np.arange(n) % len(base)]
     else:
         sys.path.insert(0, str(ROOT / "tests"))
@@ -131,7 +131,7 @@ def _tiny_bundle() -> Path:
     return folder / "bundle"
 
 
-def sender(port: int, rate: float, seconds: float, seed: int, testbed: str) -> dict:
+def sender(port: int, rate: float, seconds: float, seed: int, flows_file: str) -> dict:
     """Send paced datagrams to ``port`` for ``seconds``; records and datagrams sent.
 
     Templates go in a message of their own, sent again before each pass over the
@@ -140,7 +140,7 @@ def sender(port: int, rate: float, seconds: float, seed: int, testbed: str) -> d
     from agent.ipfix import Decoder
     from agent.ipfix.writer import yaf_messages
 
-    flows = bench_flows(20_000, seed, testbed)
+    flows = bench_flows(20_000, seed, flows_file)
     messages = list(yaf_messages(flows, mtu=1400, templates="once"))
     decoder = Decoder()
     rows = [len(decoder.decode_message(m, "count").flows) for m in messages]
@@ -159,7 +159,7 @@ def sender(port: int, rate: float, seconds: float, seed: int, testbed: str) -> d
     return {"records": records, "datagrams": sent, "seconds": elapsed}
 
 
-def worker(bundle: Path, port: int, seconds: float, testbed: str) -> dict:
+def worker(bundle: Path, port: int, seconds: float, flows_file: str) -> dict:
     """Run the agent in this process for ``seconds`` and report what it measured."""
     import psutil
 
@@ -184,7 +184,7 @@ def worker(bundle: Path, port: int, seconds: float, testbed: str) -> dict:
     )
     agent = Agent(config)
     agent.pipeline.roll(time.time())
-    agent.pipeline.process(bench_flows(20_000, SEED, testbed))
+    agent.pipeline.process(bench_flows(20_000, SEED, flows_file))
     arrivals: list[float] = []
     latency_hist = np.zeros(LATENCY_BINS + 1, dtype=np.int64)
     sizes: list[int] = []
@@ -261,7 +261,7 @@ def worker(bundle: Path, port: int, seconds: float, testbed: str) -> dict:
         "cpu_s": cpu["run"],
         "run_s": seconds,
         "batch_rows_mean": float(np.mean(sizes)) if sizes else 0.0,
-        **stages(agent, predict, testbed),
+        **stages(agent, predict, flows_file),
     }
 
 
@@ -278,7 +278,7 @@ def _best_rate(rows: int, step, repeat: int = 3) -> tuple[float, float]:
     return wall, cpu
 
 
-def stages(agent, predict, testbed: str) -> dict:
+def stages(agent, predict, flows_file: str) -> dict:
     """Rows/s of each stage alone on the same records (wall clock and CPU time, best of
     three): decoding one message at a time and in bursts of ``BURST`` datagrams, the
     predictor and the pipeline in 1024-row batches; and the pipeline's rate, alone and
@@ -287,7 +287,7 @@ def stages(agent, predict, testbed: str) -> dict:
     from agent.ipfix import Decoder
     from agent.ipfix.writer import yaf_messages
 
-    flows = bench_flows(20_480, SEED, testbed)
+    flows = bench_flows(20_480, SEED, flows_file)
     session = ("udp", "127.0.0.1", 1)
     rates = {}
     for mode in ("every", "once"):
@@ -334,7 +334,7 @@ def scenario(setup: Setup, rate: float, seconds: float) -> dict:
         port = probe.getsockname()[1]
     me = [sys.executable, "-m", "benchmarks.bench_agent"]
     agent = subprocess.Popen(
-        me + ["worker", str(setup.bundle), str(port), str(seconds + 6), setup.testbed],
+        me + ["worker", str(setup.bundle), str(port), str(seconds + 6), setup.flows_file],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -342,7 +342,7 @@ def scenario(setup: Setup, rate: float, seconds: float) -> dict:
     time.sleep(3.0)
     sent = json.loads(
         subprocess.run(
-            me + ["sender", str(port), str(rate), str(seconds), str(SEED), setup.testbed],
+            me + ["sender", str(port), str(rate), str(seconds), str(SEED), setup.flows_file],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -396,7 +396,7 @@ def run(quick: bool) -> dict:
     rows += found + [scenario(setup, 0, seconds)]
     return {
         "bundle": str(setup.bundle),
-        "flows": "testbed scale 0.02, test period" if setup.testbed else "synthetic",
+        "flows": "testbed scale 0.02, test period" if setup.flows_file else "synthetic",
         "seconds_per_run": seconds,
         "highest_zero_loss_rate": best,
         "rows": rows,
@@ -406,11 +406,13 @@ def run(quick: bool) -> dict:
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else "--quick"
     if command == "worker":
-        testbed = sys.argv[5] if len(sys.argv) > 5 else ""
-        print(json.dumps(worker(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), testbed)))
+        flows_file = sys.argv[5] if len(sys.argv) > 5 else ""
+        print(
+            json.dumps(worker(Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), flows_file))
+        )
     elif command == "sender":
         rate, seconds = float(sys.argv[3]), float(sys.argv[4])
-        testbed = sys.argv[6] if len(sys.argv) > 6 else ""
-        print(json.dumps(sender(int(sys.argv[2]), rate, seconds, int(sys.argv[5]), testbed)))
+        flows_file = sys.argv[6] if len(sys.argv) > 6 else ""
+        print(json.dumps(sender(int(sys.argv[2]), rate, seconds, int(sys.argv[5]), flows_file)))
     else:
         print(json.dumps(run(quick=command == "--quick"), indent=2))

@@ -3,9 +3,10 @@
 Ethernet with any number of 802.1Q tags (0x8100; the innermost VLAN id, 12 bits, joins
 the key; like YAF, no other tag type is unwrapped), then IPv4 or IPv6 (IPv6 hop-by-hop,
 routing and destination options headers skipped), then TCP, UDP, ICMP/ICMPv6 (type and
-code in the destination port, source port 0) or any other protocol with ports 0. The capture length is first cut to the IP total length,
-so Ethernet padding never counts. ``datalen`` is YAF's payload: IP total length minus
-the IP headers and the transport header.
+code in the destination port, source port 0) or any other protocol with ports 0. The
+capture length is first cut to the IP total length, so Ethernet padding never counts.
+``datalen`` is YAF's payload: IP total length minus the IP headers and the transport
+header.
 
 A packet that cannot be decoded gives one of ``DROP_REASONS`` (its index) instead; the
 C decoder in ``_meter_decode.c`` uses the same numbering. IPv4 fragments are decoded for
