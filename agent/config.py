@@ -28,7 +28,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "model": {
         "bundle": None,
         "threshold": "lambda1",
-        "batch_size": 1024,
+        "batch_size": 4096,
         "batch_timeout_ms": 50,
     },
     "homes": {

@@ -281,8 +281,8 @@ def _best_rate(rows: int, step, repeat: int = 3) -> tuple[float, float]:
 def stages(agent, predict, flows_file: str) -> dict:
     """Rows/s of each stage alone on the same records (wall clock and CPU time, best of
     three): decoding one message at a time and in bursts of ``BURST`` datagrams, the
-    predictor and the pipeline in 1024-row batches; and the pipeline's rate, alone and
-    with decoding in bursts, as a share of the predictor's."""
+    predictor and the pipeline in batches of the agent's ``batch_size``; and the
+    pipeline's rate, alone and with decoding in bursts, as a share of the predictor's."""
     from agent.features import feature_matrix
     from agent.ipfix import Decoder
     from agent.ipfix.writer import yaf_messages
@@ -312,7 +312,8 @@ def stages(agent, predict, flows_file: str) -> dict:
         rates[f"decode_bursts_templates_{mode}_rows_per_s"] = wall
         rates[f"decode_bursts_templates_{mode}_cpu_rows_per_s"] = cpu
 
-    parts = np.array_split(flows, 20)
+    batch = agent.config.model["batch_size"]
+    parts = [flows[at : at + batch] for at in range(0, len(flows), batch)]
     X = [feature_matrix(part) for part in parts]
     agent.bundle.predictor.predict_proba = predict
     wall, cpu = _best_rate(len(flows), lambda: [predict(x) for x in X])

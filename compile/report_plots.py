@@ -198,7 +198,7 @@ def write_report(path: Path, m: dict, manifest: dict, methods=("lambda1", "lambd
     for name, s in m["per_service"].items():
         lines.append(_row([name, str(s["flows"]), _pct(s["accuracy"]), _pct(s["discard_rate"])]))
     trust = m["trust"]
-    lines += ["", f"## Behaviour changes (trust below {trust['flag_below']})", ""]
+    lines += ["", f"## Behaviour changes (trust below {trust['flag_below']:.3g})", ""]
     if trust["changes"]:
         lines += [
             _row(["device type", "kind", "start", "flagged on", "delay (days)"]),
@@ -206,25 +206,44 @@ def write_report(path: Path, m: dict, manifest: dict, methods=("lambda1", "lambd
         ]
         for c in trust["changes"]:
             delay = "-" if c["delay_days"] is None else f"{c['delay_days']:.0f}"
-            lines.append(
-                _row(
-                    [
-                        str(c.get("device_type")),
-                        str(c.get("kind")),
-                        str(c.get("start")),
-                        str(c["flagged_day"] or "not flagged"),
-                        delay,
-                    ]
-                )
-            )
+            name = str(c.get("device_type"))
+            if "types" in c:
+                name = f"every type ({c['flagged_types']} of {c['types']} flagged)"
+            flagged_on = str(c["flagged_day"] or "not flagged")
+            lines.append(_row([name, str(c.get("kind")), str(c.get("start")), flagged_on, delay]))
     else:
         lines.append("No injected changes listed (changes.json absent or empty).")
     lines += [
         "",
         (
-            f"Highest share of flagged windows of a device type without a change: "
-            f"{_pct(trust['unchanged_max_flag_rate'])}."
+            f"Highest share of flagged windows of a device type without a change (outside "
+            f"lab-wide changes): {_pct(trust['unchanged_max_flag_rate'])}."
         ),
+    ]
+    if trust.get("sweep"):
+        lines += [
+            "",
+            "Other flag levels (raw trust this many sigma from 1):",
+            "",
+            _row(["sigma", "trust below", "worst unchanged type", "all outside changes",
+                  "changes within a day", "delays (days)"]),
+            _row(["---"] * 6),
+        ]  # fmt: skip
+        for r in trust["sweep"]:
+            delays = ", ".join("-" if d is None else f"{d:.0f}" for d in r["delays_days"])
+            lines.append(
+                _row(
+                    [
+                        f"{r['sigmas']:g}",
+                        f"{r['flag_below']:.3g}",
+                        _pct(r["unchanged_max_flag_rate"]),
+                        _pct(r["outside_change_flag_rate"]),
+                        f"{r['changes_within_a_day']} of {r['changes']}",
+                        delays,
+                    ]
+                )
+            )
+    lines += [
         "",
         "## Figures",
         "",

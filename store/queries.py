@@ -5,13 +5,16 @@ dicts (times as unix seconds), shared by the command line, the JSON API and the 
 """
 
 import json
+import math
 from datetime import UTC, datetime
 
 from store.database import Database
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
-DEFAULT_ALERT_LEVEL = 0.5
+#: Trust below this is an alert: raw trust more than three sigma from 1, the level the
+#: evaluation report flags at (compile/evaluate.py says why).
+DEFAULT_ALERT_LEVEL = math.exp(-(3.0**2) / 2)
 
 LATEST_TRUST = """
 SELECT t.trust FROM trust t WHERE t.home = i.home AND t.device_type = i.device_type

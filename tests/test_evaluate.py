@@ -99,3 +99,34 @@ def test_flagged_changes_reports_first_low_window():
     (entry,) = evaluate.flagged_changes(changes, trust, windows, 86_400, ["a", "b"], 0.1)
     assert entry["flagged"] and entry["delay_days"] == 1.0 and entry["within_a_day"]
     assert entry["flagged_day"] == str(np.datetime64(18_303, "D"))
+
+
+def test_lab_wide_change_counts_types_and_leaves_its_days_out():
+    """A change for every type ('*') reports how many types were flagged, and its days
+    do not count against the types without a change of their own."""
+    windows = np.arange(18_300, 18_306)
+    trust = np.ones((6, 3))
+    trust[3, :2] = 0.001
+    trust[5, 0] = 0.001
+    day = str(np.datetime64(18_303, "D"))
+    changes = [{"device_type": "*", "kind": "capture", "start": day, "end": day}]
+    got = evaluate.trust_flags(changes, trust, windows, 86_400, ["a", "b", "c"], 0.01)
+    (entry,) = got["changes"]
+    assert entry["flagged"] and entry["delay_days"] == 0.0
+    assert entry["flagged_types"] == 2 and entry["types"] == 3
+    assert got["unchanged_flag_rate"] == {"a": 1 / 5, "b": 0.0, "c": 0.0}
+    assert got["outside_change_flag_rate"] == 1 / 15
+
+
+def test_flag_sweep_trades_false_flags_for_delay():
+    """A stricter level flags a growing change later and an unchanged type less often."""
+    windows = np.arange(18_300, 18_304)
+    z = np.array([[0.0, 2.2], [2.2, 2.7], [0.0, 3.2], [0.0, 3.7]])
+    trust = np.exp(-(z**2) / 2)
+    start = str(np.datetime64(18_300, "D"))
+    changes = [{"device_type": "b", "start": start, "end": None}]
+    rows = evaluate.flag_sweep(changes, trust, windows, 86_400, ["a", "b"])
+    assert [r["sigmas"] for r in rows] == list(evaluate.SWEEP_SIGMAS)
+    assert [r["delays_days"] for r in rows] == [[0.0], [1.0], [2.0], [3.0]]
+    assert [r["unchanged_max_flag_rate"] for r in rows] == [0.25, 0.0, 0.0, 0.0]
+    assert [r["changes_within_a_day"] for r in rows] == [1, 1, 0, 0]

@@ -17,7 +17,7 @@ def test_demo_round_trip(tmp_path):
     server = start_store(db_url, tmp_path / "agents.toml")
     try:
         assert post(server.url, detections(agent="demo-agent"), "demo-agent", secret)[0] == 200
-        low = trust(agent="demo-agent", seq=2, devices=[device("Amazon Echo", 0.1)])
+        low = trust(agent="demo-agent", seq=2, devices=[device("Amazon Echo", 0.005)])
         assert post(server.url, low, "demo-agent", secret)[0] == 200
     finally:
         server.stop()

@@ -176,7 +176,7 @@ def test_sql_looking_text_is_stored_verbatim(db_url):
             home=nasty,
             model=nasty,
             counters={nasty: 1},
-            devices=[device(nasty + " type", 0.1)],
+            devices=[device(nasty + " type", 0.005)],
         )
         assert post(server.url, tr, agent=agent, secret=secrets[agent])[0] == 200
 

@@ -70,7 +70,7 @@ def fill(url: str) -> dict[str, list[str]]:
     for home, types in expected.items():
         for w in range(WINDOWS):
             low = home == "home-b" and w >= WINDOWS - 2
-            devices = [device(dt, 0.2 if low else 0.9 - 0.05 * w) for dt in types]
+            devices = [device(dt, 0.005 if low else 0.9 - 0.05 * w) for dt in types]
             body = trust(seq=seq, home=home, start=T0 + w * 3600, devices=devices)
             assert post(url, body)[0] == 200
             seq += 1

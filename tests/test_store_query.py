@@ -31,7 +31,7 @@ def fill(url: str) -> None:
         event("home-2", "TP-Link plug", T0 + 60, 5.0, 1),
     ]
     assert post(url, detections(seq=1, events=events))[0] == 200
-    echo = [0.9, 0.3, 0.8, 0.4, 0.2]
+    echo = [0.9, 0.003, 0.8, 0.004, 0.002]
     for i, value in enumerate(echo):
         body = trust(
             seq=2 + i, home="home-1", start=T0 + i * HOUR, devices=[device("Amazon Echo", value)]
@@ -63,16 +63,16 @@ def test_api_lists_homes_and_devices(store):
     echo = devices[0]
     assert (echo["device_type"], echo["hit_flow"], echo["hit_time"]) == ("Amazon Echo", 4, 20)
     assert echo["detected"] == T0 + 20
-    assert echo["trust"] == 0.2
+    assert echo["trust"] == 0.002
 
 
 def test_api_trust_filters(store):
     """Trust can be filtered by home, device type and start time, oldest first."""
     fill(store.url)
     _, rows = get(store.url, "/api/v1/trust?home=home-1")
-    assert [r["trust"] for r in rows] == [0.9, 0.3, 0.8, 0.4, 0.2]
+    assert [r["trust"] for r in rows] == [0.9, 0.003, 0.8, 0.004, 0.002]
     _, rows = get(store.url, f"/api/v1/trust?home=home-1&since={T0 + 2 * HOUR}")
-    assert [r["trust"] for r in rows] == [0.8, 0.4, 0.2]
+    assert [r["trust"] for r in rows] == [0.8, 0.004, 0.002]
     _, rows = get(store.url, "/api/v1/trust?device_type=TP-Link%20plug")
     assert [(r["home"], r["trust"]) for r in rows] == [("home-2", 0.95)]
     assert get(store.url, "/api/v1/trust?since=last%20tuesday")[0] == 400
@@ -84,9 +84,9 @@ def test_alerts_say_since_when(store):
     _, alerts = get(store.url, "/api/v1/alerts")
     assert [(a["home"], a["device_type"]) for a in alerts] == [("home-1", "Amazon Echo")]
     assert alerts[0]["since"] == T0 + 3 * HOUR
-    assert alerts[0]["trust"] == 0.2
+    assert alerts[0]["trust"] == 0.002
 
-    _, alerts = get(store.url, "/api/v1/alerts?level=0.1")
+    _, alerts = get(store.url, "/api/v1/alerts?level=0.001")
     assert alerts == []
     _, alerts = get(store.url, "/api/v1/alerts?level=0.99")
     assert sorted(a["home"] for a in alerts) == ["home-1", "home-2"]
@@ -117,11 +117,11 @@ def test_cli_tables_and_json(store, db_url):
             "2025-10-09T10:53:20",
         )
     )
-    assert [r["trust"] for r in rows] == [0.8, 0.4, 0.2]
+    assert [r["trust"] for r in rows] == [0.8, 0.004, 0.002]
 
     alerts = run_cli("alerts", "--db", db_url, "--level", "0.5")
     assert "Amazon Echo" in alerts and "TP-Link plug" not in alerts
-    assert run_cli("alerts", "--db", db_url, "--level", "0.05").strip() == "(none)"
+    assert run_cli("alerts", "--db", db_url, "--level", "0.001").strip() == "(none)"
 
     agents = json.loads(run_cli("agents", "--json", "--db", db_url))
     assert agents[0]["gaps"] == [[7, 9]]

@@ -3,6 +3,8 @@
 Each change is listed in ``CHANGES`` (written out as ``changes.json``) so that tests and
 the evaluation can check that the trust metric notices it. Flow-count changes scale a
 device's daily rate; feature changes rewrite the parameter rows of the affected flows.
+The short capture of 20 April (``calendar``) is listed too, for every device type
+(``*``): the paper names it as the cause of that day's trust drop (section V-C).
 """
 
 import datetime as dt
@@ -10,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .calendar import SHORT_DAY, TEST_START
+from .calendar import SHORT_DAY, SHORT_DAY_HOURS, TEST_START
 from .table import COL
 
 ECHO = "Amazon Echo Show"
@@ -19,6 +21,7 @@ BRAVIA = "Sony Bravia TV"
 ROOMBA = "iRobot Roomba"
 PLUG = "Power Elec plug"
 PLANEX_OUTDOOR = "Planex outdoor camera"
+EVERY_TYPE = "*"
 
 ECHO_FROM = dt.date(2020, 4, 9)
 ECHO_REVERSE_BYTES = 0.65  # reverse payloads shrink by about a third
@@ -36,8 +39,8 @@ PLUG_DRIFT_DAYS = 21  # days from the test start until the plug's UDP/10001 look
 class Change:
     """One injected behaviour change, as listed in the manifest."""
 
-    device_type: str
-    kind: str  # "features" | "flow-count"
+    device_type: str  # or EVERY_TYPE
+    kind: str  # "features" | "flow-count" | "capture"
     start: str  # ISO date, first affected day
     end: str  # ISO date, last affected day
     description: str
@@ -79,6 +82,13 @@ CHANGES = (
         SHORT_DAY.isoformat(),
         SHORT_DAY.isoformat(),
         "about 6 flows against about 50 usual: only 3 hours were captured that day",
+    ),
+    Change(
+        EVERY_TYPE,
+        "capture",
+        SHORT_DAY.isoformat(),
+        SHORT_DAY.isoformat(),
+        f"the whole lab: only {SHORT_DAY_HOURS} hours captured (server shut down early)",
     ),
     Change(
         PLUG,
