@@ -5,7 +5,7 @@ import pytest
 
 from agent.errors import ConfigError
 from agent.flows import empty, pack_address
-from agent.homes import Homes, SubscriberTable, prefix_text
+from agent.homes import Homes, SubscriberTable, _Index, prefix_text
 
 KEY = b"k" * 32
 
@@ -152,6 +152,30 @@ def test_many_flows_vectorised_consistency():
         key = bytes(flows["sourceAddress"][i])
         assert seen.setdefault(key, slot[i]) == slot[i]
     assert len(seen) == len(homes) == len(set(slot.tolist()))
+
+
+@pytest.mark.parametrize("spread", ["random", "consecutive"])
+def test_block_index_matches_a_dict_through_growth(spread):
+    """Keys added in batches (the table grows several times) are each found with their
+    own slot; keys never added, and keys refused at the cap, are not found."""
+    rng = np.random.default_rng(8)
+    n = 20_000
+    if spread == "random":
+        keys = np.unique(rng.integers(0, 2**63, 2 * n, dtype=np.uint64))[:n]
+        rng.shuffle(keys)
+    else:
+        keys = (np.uint64(0xFFFF) << np.uint64(32)) + np.arange(n, dtype=np.uint64)
+    slots = np.arange(n, dtype=np.int32)
+    slots[::7] = -1
+    index = _Index()
+    expected = {}
+    for at in range(0, n, 1500):
+        index.add(keys[at : at + 1500], slots[at : at + 1500])
+        expected.update((int(k), int(s)) for k, s in zip(keys[: at + 1500], slots[: at + 1500]))
+        asked = np.concatenate([keys[: at + 3000], rng.integers(0, 2**63, 500, dtype=np.uint64)])
+        want = [expected.get(int(k), -1) for k in asked]
+        assert index.find(asked).tolist() == want
+    assert index.size >= 2 * int((slots >= 0).sum())
 
 
 def test_prefix_text_round_trip():
