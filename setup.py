@@ -4,6 +4,7 @@ from setuptools import setup
 
 setup(
     cffi_modules=[
+        "agent/_kernels_build.py:ffibuilder",
         "agent/ipfix/_native_build.py:ffibuilder",
         "compile/meter/_native_build.py:ffibuilder",
     ],

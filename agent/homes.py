@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.errors import ConfigError
+from agent.kernels import kernels as _kernels
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +143,23 @@ class _Index:
         """Each key's first table position (multiplicative hashing: the top bits)."""
         return (np.multiply(keys, self._MULTIPLIER) >> self.shift).astype(np.intp)
 
-    def find(self, keys: np.ndarray) -> np.ndarray:
-        """Slot per key; -1 for keys not (or not yet) given a slot."""
+    def find(self, keys: np.ndarray, *, native: bool = True) -> np.ndarray:
+        """Slot per key; -1 for keys not (or not yet) given a slot (probed in C by
+        ``agent._kernels`` when it is built)."""
         out = np.full(len(keys), -1, dtype=np.int32)
         if len(self.keys) == 0 or len(keys) == 0:
             return out
         keys = np.asarray(keys, dtype=np.uint64)
+        if native and _kernels is not None:
+            ffi = _kernels.ffi
+            keys = np.ascontiguousarray(keys)
+            _kernels.lib.iw_find(
+                ffi.from_buffer("uint64_t[]", keys), len(keys),
+                ffi.from_buffer("uint64_t[]", self.table_keys),
+                ffi.from_buffer("int32_t[]", self.table_slots), self.size, int(self.shift),
+                int(self._MULTIPLIER), ffi.from_buffer("int32_t[]", out),
+            )  # fmt: skip
+            return out
         todo = np.arange(len(keys))
         at = self._home(keys)
         for _ in range(self.probes):

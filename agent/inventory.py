@@ -9,12 +9,16 @@ hit_flow counts the flows predicted as L up to and including that first accepted
 State is a few (homes x types) arrays indexed by home slot and class index, grown by
 doubling up to the homes cap; a batch is folded in with sorts and reductions over the
 flows of (home, type) pairs not yet detected (once detected, nothing of a pair changes),
-and Python code runs only for new detections.
+and Python code runs only for new detections. With the compiled helper
+``agent._kernels`` the batch is folded in by one pass in flow order instead; the numpy
+code is its twin and the fallback.
 """
 
 import logging
 
 import numpy as np
+
+from agent.kernels import kernels as _kernels
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +58,24 @@ class Inventory:
         for new, previous in zip((self.first_seen, self.detected, self.hit_flow), old):
             new[: len(previous)] = previous
 
-    def update(self, slot, label, accepted, start, end) -> list[tuple[int, int]]:
+    def update(
+        self, slot, label, accepted, start, end, *, native: bool = True
+    ) -> list[tuple[int, int]]:
         """Fold in scored flows (home slot >= 0, class, accepted, start/end in seconds).
 
-        Returns the (slot, class) pairs detected for the first time in this batch.
+        Returns the (slot, class) pairs detected for the first time in this batch, by
+        slot then class.
         """
         if len(slot) == 0:
             return []
         self._grow(int(slot.max()) + 1)
         n_classes = len(self.classes)
+        if native and _kernels is not None:
+            new = self._update_compiled(slot, label, accepted, start, end)
+            return [(k // n_classes, k % n_classes) for k in new.tolist()]
+        if int(label.min()) < 0 or int(label.max()) >= n_classes or int(slot.min()) < 0:
+            raise IndexError("inventory update: a home slot or class is out of the tables")
+
         key = slot.astype(np.int64) * n_classes + label
         pending = np.isnan(self.detected.reshape(-1)[key])
         if not pending.all():
@@ -99,6 +112,27 @@ class Inventory:
         new = keys[hit_groups]
         self.detected.reshape(-1)[new] = end[order[hit_position]]
         return [(k // n_classes, k % n_classes) for k in new.tolist()]
+
+    def _update_compiled(self, slot, label, accepted, start, end) -> np.ndarray:
+        """``update`` through ``agent._kernels``: the keys of new pairs, sorted."""
+        ffi = _kernels.ffi
+        columns = [
+            ffi.from_buffer("int32_t[]", np.ascontiguousarray(slot, dtype=np.int32)),
+            ffi.from_buffer("int32_t[]", np.ascontiguousarray(label, dtype=np.int32)),
+            ffi.from_buffer("uint8_t[]", np.ascontiguousarray(accepted, dtype=bool)),
+            ffi.from_buffer("double[]", np.ascontiguousarray(start, dtype=np.float64)),
+            ffi.from_buffer("double[]", np.ascontiguousarray(end, dtype=np.float64)),
+        ]
+        new = np.empty(len(slot), dtype=np.int64)
+        found = _kernels.lib.iw_inventory(
+            *columns, len(slot), len(self.classes), len(self.first_seen),
+            ffi.from_buffer("double[]", self.first_seen),
+            ffi.from_buffer("double[]", self.detected),
+            ffi.from_buffer("int64_t[]", self.hit_flow), ffi.from_buffer("int64_t[]", new),
+        )  # fmt: skip
+        if found < 0:
+            raise IndexError("inventory update: a home slot or class is out of the tables")
+        return np.sort(new[:found])
 
     def event(self, slot: int, cls: int, home_id: str) -> dict:
         """The detection event of one (home, type), as summaries carry it."""

@@ -2,25 +2,50 @@
 
 A flow's label is the forest's most probable class, its confidence that probability; the
 prediction is accepted when the confidence lies in the label's interval: lambda1 =
-[mean of correct confidences, 1], lambda2 = [mean - sigma, mean + sigma].
+[mean of correct confidences, 1], lambda2 = [mean - sigma, mean + sigma]. The compiled
+helper ``agent._kernels`` does the three steps in one pass over the probabilities when it
+is built; the numpy code is its twin and the fallback.
 """
 
 import numpy as np
+
+from agent.kernels import kernels as _kernels
 
 METHODS = ("lambda1", "lambda2")
 
 
 def apply_thresholds(
-    proba: np.ndarray, thresholds: dict, method: str = "lambda1"
+    proba: np.ndarray, thresholds: dict, method: str = "lambda1", *, native: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(label int32, confidence float64, accepted bool) from class probabilities."""
     if method not in thresholds:
         raise ValueError(f"unknown threshold method {method!r}; use one of {METHODS}")
     low, high = thresholds[method]
+    compiled = native and _kernels is not None and proba.ndim == 2 and len(proba) > 0
+    if compiled and len(low) == len(high) == proba.shape[1]:
+        return _accept_compiled(proba, low, high)
 
     label = np.argmax(proba, axis=1).astype(np.int32)
     confidence = proba[np.arange(len(label)), label].astype(np.float64, copy=False)
     accepted = (confidence >= low[label]) & (confidence <= high[label])
+    return label, confidence, accepted
+
+
+def _accept_compiled(proba: np.ndarray, low, high):
+    """``apply_thresholds`` through ``agent._kernels``: the same three arrays."""
+    ffi, lib = _kernels.ffi, _kernels.lib
+    proba = np.ascontiguousarray(proba, dtype=np.float64)
+    low = np.ascontiguousarray(low, dtype=np.float64)
+    high = np.ascontiguousarray(high, dtype=np.float64)
+    n = len(proba)
+    label = np.empty(n, dtype=np.int32)
+    confidence = np.empty(n, dtype=np.float64)
+    accepted = np.empty(n, dtype=bool)
+    lib.iw_accept(
+        ffi.from_buffer("double[]", proba), n, proba.shape[1], ffi.from_buffer("double[]", low),
+        ffi.from_buffer("double[]", high), ffi.from_buffer("int32_t[]", label),
+        ffi.from_buffer("double[]", confidence), ffi.from_buffer("uint8_t[]", accepted),
+    )  # fmt: skip
     return label, confidence, accepted
 
 

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from agent.kernels import kernels as _kernels
+
 
 def baseline_arrays(baselines, classes: list[str]) -> tuple[np.ndarray, ...]:
     """(n_expected, accept_rate, sigma_trust) as arrays in class order.
@@ -55,8 +57,9 @@ class Trust:
         """Open the first window at ``t`` (not before, so restarts never overlap)."""
         self.start = t
 
-    def add(self, slot, label, accepted) -> None:
-        """Count scored flows of known homes into the current window."""
+    def add(self, slot, label, accepted, *, native: bool = True) -> None:
+        """Count scored flows of known homes into the current window (through the
+        compiled helper ``agent._kernels`` when it is built)."""
         if len(slot) == 0:
             return
         needed = int(slot.max()) + 1
@@ -67,6 +70,20 @@ class Trust:
             grown = np.zeros((capacity, *self.counts.shape[1:]), dtype=np.int64)
             grown[: len(self.counts)] = self.counts
             self.counts = grown
+        if native and _kernels is not None:
+            ffi = _kernels.ffi
+            counted = _kernels.lib.iw_count(
+                ffi.from_buffer("int32_t[]", np.ascontiguousarray(slot, dtype=np.int32)),
+                ffi.from_buffer("int32_t[]", np.ascontiguousarray(label, dtype=np.int32)),
+                ffi.from_buffer("uint8_t[]", np.ascontiguousarray(accepted, dtype=bool)),
+                len(slot), len(self.classes), len(self.counts),
+                ffi.from_buffer("int64_t[]", self.counts),
+            )  # fmt: skip
+            if counted < 0:
+                raise IndexError("trust counts: a home slot or class is out of the table")
+            return
+        if int(label.min()) < 0 or int(label.max()) >= len(self.classes) or slot.min() < 0:
+            raise IndexError("trust counts: a home slot or class is out of the table")
         flat = slot.astype(np.intp) * (2 * len(self.classes))
         flat += label * 2
         flat += accepted

@@ -140,3 +140,24 @@ def test_apply_thresholds_on_known_values():
     np.testing.assert_array_equal(accepted, [True, False, False, True])
     with pytest.raises(ValueError, match="lambda3"):
         apply_thresholds(proba, thresholds, "lambda3")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_thresholds_match_numpy(seed):
+    """Argmax, confidence and the interval test of the compiled helper are numpy's, also
+    with ties (the first class wins), NaN, confidences on a bound, and float32 input."""
+    rng = np.random.default_rng(seed)
+    proba = rng.dirichlet(np.ones(7), 3000)
+    proba[::10] = np.round(proba[::10], 1)
+    proba[5, :] = 1 / 7
+    proba[7, 3] = np.nan
+    low = np.round(rng.uniform(0.2, 0.6, 7), 1)
+    high = np.where(rng.random(7) < 0.5, 1.0, low + 0.2)
+    thresholds = {"lambda1": (low, high)}
+    for table in (proba, proba.astype(np.float32)):
+        fast = apply_thresholds(table, thresholds, native=True)
+        slow = apply_thresholds(table, thresholds, native=False)
+        for a, b in zip(fast, slow):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    assert fast[2].any() and not fast[2].all() and fast[0][5] == 0

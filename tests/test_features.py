@@ -11,6 +11,7 @@ from agent.features import (
     remote_mask,
 )
 from agent.flows import FLOW_DTYPE, empty, pack_address
+from agent.kernels import kernels
 
 
 def flows_between(pairs):
@@ -61,9 +62,11 @@ def test_feature_order_is_table1_forward_reverse_then_flags():
         ("2001:db8::5", "2001:db8::6", True),
     ],
 )
-def test_remote_mask_drops_flows_that_never_leave_home(src, dst, remote):
-    """Both ends private, multicast, link-local or broadcast make a flow local."""
-    assert remote_mask(flows_between([(src, dst)]))[0] == remote
+@pytest.mark.parametrize("native", [True, False])
+def test_remote_mask_drops_flows_that_never_leave_home(src, dst, remote, native):
+    """Both ends private, multicast, link-local or broadcast make a flow local (in the
+    compiled helper and in numpy)."""
+    assert remote_mask(flows_between([(src, dst)]), native=native)[0] == remote
 
 
 @pytest.mark.parametrize(
@@ -131,3 +134,48 @@ def test_empty_table_gives_empty_matrix():
     """No flows, no rows, still 28 columns."""
     assert feature_matrix(empty(0)).shape == (0, 28)
     assert remote_mask(empty(0)).shape == (0,)
+
+
+#: Addresses at the edges of every class the remote rule knows, IPv4 and IPv6.
+EDGE_ADDRESSES = [
+    "0.0.0.0", "0.0.0.1", "0.0.1.0", "1.0.0.0", "9.255.255.255", "10.0.0.0", "10.255.0.1",
+    "11.0.0.0", "127.0.0.1", "169.253.255.255", "169.254.0.0", "169.255.0.0", "172.15.255.255",
+    "172.16.0.0", "172.31.255.255", "172.32.0.0", "192.167.255.255", "192.168.0.0",
+    "192.169.0.0", "223.255.255.255", "224.0.0.0", "239.255.255.255", "240.0.0.1",
+    "255.255.255.254", "255.255.255.255", "255.255.0.0", "100.64.0.1", "::", "::1", "::2",
+    "::100", "::ffff:0:1", "::1:0:0:0", "1::", "2001:db8::1", "fbff::1", "fc00::", "fdff::1",
+    "fe00::", "fe7f::1", "fe80::", "febf::1", "fec0::1", "ff00::", "ff02::fb", "::ffff:1",
+]  # fmt: skip
+
+
+def random_table(n: int, seed: int) -> np.ndarray:
+    """Rows of random octets in every field, then addresses from ``EDGE_ADDRESSES`` or
+    random ones and protocols/ports that hit the service table."""
+    rng = np.random.default_rng(seed)
+    flows = np.frombuffer(rng.bytes(n * FLOW_DTYPE.itemsize), dtype=FLOW_DTYPE).copy()
+    edges = np.stack([pack_address(a) for a in EDGE_ADDRESSES])
+    for field in ("sourceAddress", "destinationAddress"):
+        pick = rng.random(n) < 0.8
+        flows[field][pick] = edges[rng.integers(0, len(edges), int(pick.sum()))]
+    flows["protocolIdentifier"] = rng.choice([1, 2, 6, 17, 58, 132], n)
+    ports = np.array([53, 80, 123, 443, 1443, 5353, 8008, 8080, 8443, 8888, 55443, 10001])
+    for field in ("sourceTransportPort", "destinationTransportPort"):
+        pick = rng.random(n) < 0.5
+        flows[field][pick] = rng.choice(ports, int(pick.sum()))
+    return flows
+
+
+@pytest.mark.skipif(kernels is None, reason="agent._kernels not built")
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_rows_match_numpy(seed):
+    """The compiled helper's remote mask and feature rows are the numpy code's, bit for
+    bit, on random tables (huge counters, edge addresses), and on a strided view."""
+    flows = random_table(5000, seed)
+    for table in (flows, flows[::3]):
+        np.testing.assert_array_equal(
+            remote_mask(table, native=True), remote_mask(table, native=False)
+        )
+        fast, slow = feature_matrix(table, native=True), feature_matrix(table, native=False)
+        assert fast.dtype == slow.dtype == np.float32 and fast.flags.c_contiguous
+        assert fast.tobytes() == slow.tobytes()
+    assert 0 < remote_mask(flows).sum() < len(flows)

@@ -157,7 +157,8 @@ def test_many_flows_vectorised_consistency():
 @pytest.mark.parametrize("spread", ["random", "consecutive"])
 def test_block_index_matches_a_dict_through_growth(spread):
     """Keys added in batches (the table grows several times) are each found with their
-    own slot; keys never added, and keys refused at the cap, are not found."""
+    own slot; keys never added, and keys refused at the cap, are not found (compiled
+    probing and numpy's alike)."""
     rng = np.random.default_rng(8)
     n = 20_000
     if spread == "random":
@@ -175,6 +176,7 @@ def test_block_index_matches_a_dict_through_growth(spread):
         asked = np.concatenate([keys[: at + 3000], rng.integers(0, 2**63, 500, dtype=np.uint64)])
         want = [expected.get(int(k), -1) for k in asked]
         assert index.find(asked).tolist() == want
+        assert index.find(asked, native=False).tolist() == want
     assert index.size >= 2 * int((slots >= 0).sum())
 
 

@@ -301,6 +301,86 @@ def test_other_data_templates_and_template_only_datagrams_match(path):
     assert len(rows) == 36 and decoder.counters["set_length_mismatch"] == 6
 
 
+@pytest.fixture
+def steady_calls(monkeypatch):
+    """Counts the bursts ``flowplan.decode_steady`` took whole (and those it left)."""
+    calls = {"taken": 0, "left": 0}
+    real = flowplan.decode_steady
+
+    def spy(*args):
+        done = real(*args)
+        calls["taken" if done is not None else "left"] += 1
+        return done
+
+    monkeypatch.setattr(flowplan, "decode_steady", spy)
+    return calls
+
+
+def with_padding(datagram: bytes, pad: bytes) -> bytes:
+    """A one-data-set message with ``pad`` after its last record (set and message grown)."""
+    head = 16 + (struct.unpack_from("!H", datagram, 18)[0] if datagram[17] in (2, 3) else 0)
+    buf = bytearray(datagram + pad)
+    buf[2:4] = struct.pack("!H", len(buf))
+    buf[head + 2 : head + 4] = struct.pack("!H", len(buf) - head)
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("templates", ["once", "every"])
+def test_steady_exporter_bursts_take_one_call_and_match(samples, steady_calls, templates):
+    """One exporter in its steady state (templates once, or the same template set in each
+    message): once a burst has gone the general way (bursts under ``SMALL_BURST`` go
+    message by message and teach it nothing), every burst is decoded whole by one
+    compiled call, with the rows, counts and state of decoding message by message."""
+    datagrams = list(yaf_messages(yaf_flows(samples, 1800), mtu=1400, templates=templates))
+    bursts = [(3, 1.0), (40, 1.0), (1, 2.0), (64, 2.0)]
+    bursts += [(50, 3.0)] * -(-(len(datagrams) - 108) // 50)
+    _, flows, counts, errors, _ = assert_same(datagrams, [UDP] * len(datagrams), bursts)
+    assert len(flows) == 1800 and not errors and sum(counts) == 1800
+    assert steady_calls["taken"] == len(bursts) - 2
+    if templates == "every":
+        assert steady_calls["left"] == 0
+
+
+def test_steady_path_leaves_every_other_shape(samples, steady_calls):
+    """A sequence gap, a reordered pair, zero and non-zero padding, a record cut short, a
+    message of another domain and a template set that changes: each burst holding one
+    leaves the steady path and still decodes as message by message does."""
+    datagrams = list(yaf_messages(yaf_flows(samples, 700), mtu=1400, templates="once"))
+    other = list(yaf_messages(yaf_flows(samples, 20), mtu=1400, templates="once", domain=7))
+    changed = next(yaf_messages(yaf_flows(samples, 20), mtu=1400, templates="every"))
+    changed = changed[:22] + bytes([changed[22] ^ 1]) + changed[23:]
+    stream = datagrams[:20] + datagrams[21:30] + [datagrams[31], datagrams[30]]
+    stream += [with_padding(datagrams[32], b"\0\0\0"), with_padding(datagrams[33], b"\1\0")]
+    stream += [cut_short(datagrams[34], 9)] + datagrams[35:40] + other + datagrams[40:50]
+    stream += [changed] + datagrams[50:]
+    bursts = [(20, 1.0)] + [(3, 1.0)] * (len(stream) // 3 + 1)
+    decoder, _, counts, errors, _ = assert_same(stream, [UDP] * len(stream), bursts)
+    assert decoder.counters["records_lost"] > 0 and decoder.counters["messages_reordered"] > 0
+    alone = Decoder()
+    alone.decode_message(datagrams[0], UDP)
+    assert counts[31] == counts[32] == len(alone.decode_message(datagrams[32], UDP).flows) > 0
+    assert 33 in [at for at, *_ in errors]
+    assert steady_calls["taken"] > 0 and steady_calls["left"] >= 5
+
+
+@pytest.fixture(scope="module")
+def steady_udp():
+    """Datagrams of one exporter in its steady state: a template message, then data."""
+    if not SAMPLES.is_dir():
+        pytest.skip("samples missing")
+    return list(yaf_messages(yaf_flows(SAMPLES, 400), mtu=1400, templates="once"))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_mutated_steady_streams_match_one_by_one(steady_udp, seed):
+    """A steady exporter whose datagrams are sometimes mutated: identical results."""
+    rng = random.Random(seed)
+    datagrams = steady_udp
+    stream = datagrams[:1] + [mutate(rng, d) if rng.random() < 0.05 else d for d in datagrams[1:]]
+    assert_same(stream, [UDP] * len(stream), [(rng.randint(1, 30), 1.0) for _ in range(20)])
+
+
 def messages_both_ways(messages, session):
     """(flows, errors, state) of ``decode_message`` with runs of flow sets joined, then set
     by set; each decoder sees the messages in order."""

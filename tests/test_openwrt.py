@@ -263,3 +263,68 @@ def test_package_files_have_no_trailing_whitespace(path):
     text = path.read_text()
     assert text.endswith("\n")
     assert not [n for n, line in enumerate(text.splitlines(), 1) if line != line.rstrip()]
+
+
+def _define(text: str, name: str) -> str:
+    """One ``define NAME ... endef`` block of a Makefile, as written."""
+    found = re.search(rf"^define {re.escape(name)}\n.*?^endef\n", text, re.DOTALL | re.MULTILINE)
+    assert found, name
+    return found.group(0)
+
+
+def test_makefile_builds_both_helpers_that_then_import(tmp_path):
+    """The package's compile recipe, run by make with the host's compiler standing in for
+    the SDK's, installs the agent without build leftovers and with both C helpers, and
+    the installed agent imports them (so it does not fall back to numpy)."""
+    import sysconfig
+
+    require_tool("make")
+    text = (OPENWRT / "Makefile").read_text()
+    build = tmp_path / "build"
+    build.mkdir()
+    subprocess.run(["cp", "-r", str(ROOT / "agent"), str(build)], check=True)
+    for leftover in build.rglob("*.so"):
+        leftover.unlink()
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(
+        "\n".join(
+            [
+                f"PKG_BUILD_DIR:={build}",
+                f"PKG_INSTALL_DIR:={tmp_path / 'install'}",
+                "PYTHON3_PKG_DIR:=/usr/lib/python3/site-packages",
+                f"HOST_PYTHON3_BIN:={sys.executable}",
+                f"PYTHON3_INC_DIR:={sysconfig.get_paths()['include']}",
+                "TARGET_CC:=gcc",
+                "FPIC:=-fPIC",
+                "INSTALL_DIR:=install -d -m0755",
+                "CP:=cp -fpR",
+                "FIND:=find",
+                text[text.index("AGENT_DIR:=") :].split("\n", 1)[0],
+                _define(text, "Build/Helper"),
+                _define(text, "Build/Compile"),
+                "all:",
+                "\t$(call Build/Compile)",
+                "",
+            ]
+        )
+    )
+    proc = subprocess.run(
+        ["make", "-f", str(makefile)], check=False, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    site = tmp_path / "install" / "usr/lib/python3/site-packages"
+    installed = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.so"))
+    assert installed == ["agent/_kernels.so", "agent/ipfix/_native.so"]
+    assert not list(site.rglob("*.c")) and not list(site.rglob("*_build.py"))
+    code = (
+        "import agent.kernels, agent.ipfix.flowplan as f, agent.features as x;"
+        "assert agent.kernels.kernels is not None and f._native is not None;"
+        "print(agent.kernels.kernels.__file__)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=tmp_path, capture_output=True, text=True,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(site / "agent" / "_kernels.so")

@@ -87,3 +87,33 @@ def test_window_alignment():
     trust = Trust(CLASSES, BASELINES, 3600, 900, 8)
     assert trust.window_of(1000.0) == 900.0
     assert trust.window_of(1799.9) == 900.0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_counts_match_a_loop(native):
+    """Window counts (compiled, and numpy) equal a per-flow tally, growth included."""
+    rng = np.random.default_rng(4)
+    trust = Trust(["a", "b", "c"], [{"n_expected": 1, "accept_rate": 1, "sigma_trust": 1}] * 3,
+                  86400.0, 86400.0, 5000)  # fmt: skip
+    tally = np.zeros((3000, 3, 2), dtype=np.int64)
+    for size in (1, 700, 4000):
+        slot = rng.integers(0, 3000, size).astype(np.int32)
+        label = rng.integers(0, 3, size).astype(np.int32)
+        accepted = rng.random(size) < 0.4
+        trust.add(slot, label, accepted, native=native)
+        np.add.at(tally, (slot, label, accepted.astype(int)), 1)
+    assert len(trust.counts) >= 3000
+    np.testing.assert_array_equal(trust.counts[:3000], tally)
+    assert not trust.counts[3000:].any()
+
+
+def test_out_of_range_class_is_refused():
+    """A class index past the table raises and counts nothing (compiled and numpy)."""
+    for native in (True, False):
+        trust = Trust(["a", "b"], [{"n_expected": 1, "accept_rate": 1, "sigma_trust": 1}] * 2,
+                      86400.0, 86400.0, 64)  # fmt: skip
+        slot, label = np.array([0, 1], dtype=np.int32), np.array([1, 2], dtype=np.int32)
+        with pytest.raises(IndexError):
+            trust.add(slot, label, np.array([True, False]), native=native)
+        if native:
+            assert not trust.counts.any()

@@ -10,7 +10,15 @@
 #define MAX_SUBS 32
 #define NTP_EPOCH_OFFSET 2208988800ULL
 
-static uint64_t read_be(const uint8_t *p, unsigned n)
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+/* Inlined into the record loop, where n is a field's length: a call per field cost more
+ * than the read. */
+static ALWAYS_INLINE uint64_t read_be(const uint8_t *p, unsigned n)
 {
     uint64_t v = 0;
     switch (n) {
@@ -20,6 +28,10 @@ static uint64_t read_be(const uint8_t *p, unsigned n)
         return ((uint64_t)p[0] << 8) | p[1];
     case 4:
         return ((uint64_t)p[0] << 24) | ((uint64_t)p[1] << 16) | ((uint64_t)p[2] << 8) | p[3];
+    case 8: /* counters and timestamps: spelt out, so compilers make it one load and swap */
+        return ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40) |
+               ((uint64_t)p[3] << 32) | ((uint64_t)p[4] << 24) | ((uint64_t)p[5] << 16) |
+               ((uint64_t)p[6] << 8) | p[7];
     default:
         for (unsigned i = 0; i < n; i++)
             v = (v << 8) | p[i];
@@ -27,7 +39,7 @@ static uint64_t read_be(const uint8_t *p, unsigned n)
     }
 }
 
-static void write_native(uint8_t *dst, unsigned n, uint64_t v)
+static ALWAYS_INLINE void write_native(uint8_t *dst, unsigned n, uint64_t v)
 {
     uint8_t u8; uint16_t u16; uint32_t u32;
     switch (n) {
@@ -78,7 +90,7 @@ static int scan_list(const uint8_t *buf, size_t pos, size_t end, uint8_t kind,
     return IPFIX_OK;
 }
 
-static void apply_op(const ipfix_op *op, const uint8_t *src, uint8_t *row)
+static ALWAYS_INLINE void apply_op(const ipfix_op *op, const uint8_t *src, uint8_t *row)
 {
     uint8_t *dst = row + op->dst;
     uint64_t v;
@@ -109,8 +121,10 @@ static void apply_op(const ipfix_op *op, const uint8_t *src, uint8_t *row)
     }
 }
 
+/* Decodes the records of one data set body into rows; *used gets the octets they took
+ * (what is left is padding, shorter than a record). */
 static int decode_set(const uint8_t *buf, size_t len, const ipfix_plan *plan, uint8_t *out,
-                      size_t row_size, int max_rows, int *error)
+                      size_t row_size, int max_rows, int *error, size_t *used)
 {
     size_t foff[MAX_FIELDS], flen[MAX_FIELDS], sub_off[MAX_SUBS];
     const int nfields = plan->nfields, nsub = plan->nsub;
@@ -118,6 +132,7 @@ static int decode_set(const uint8_t *buf, size_t len, const ipfix_plan *plan, ui
     size_t pos = 0;
     int rows = 0;
 
+    *used = 0;
     *error = IPFIX_OK;
     if (nfields > MAX_FIELDS || nsub > MAX_SUBS || plan->min_length == 0) {
         *error = IPFIX_ERR_FIELDS;
@@ -172,6 +187,7 @@ static int decode_set(const uint8_t *buf, size_t len, const ipfix_plan *plan, ui
             apply_op(op, src, row);
         }
         rows++;
+        *used = pos;
     }
     return rows;
 }
@@ -184,7 +200,8 @@ int ipfix_decode_flows(const uint8_t *buf, size_t len, const uint16_t *field_len
 {
     ipfix_plan plan = {field_lens, field_kinds, ops, sub_tids, sub_lens,
                        nfields, nops, nsub, min_length, 0};
-    return decode_set(buf, len, &plan, out, row_size, max_rows, error);
+    size_t used;
+    return decode_set(buf, len, &plan, out, row_size, max_rows, error, &used);
 }
 
 int ipfix_decode_jobs(const uint8_t *buf, ipfix_job *jobs, int njobs,
@@ -200,6 +217,7 @@ int ipfix_decode_jobs(const uint8_t *buf, ipfix_job *jobs, int njobs,
         int room = max_rows - total;
         int limit = plan->min_length ? (int)(job->len / plan->min_length) : 0;
         int error = IPFIX_OK;
+        size_t used;
 
         if (limit > room) {
             job->rows = 0;
@@ -207,7 +225,7 @@ int ipfix_decode_jobs(const uint8_t *buf, ipfix_job *jobs, int njobs,
             continue;
         }
         int rows = limit ? decode_set(buf + job->off, job->len, plan, first, row_size, limit,
-                                      &error)
+                                      &error, &used)
                          : 0;
         for (int r = 0; r < rows; r++) {
             uint8_t *row = first + (size_t)r * row_size;
@@ -313,4 +331,64 @@ int ipfix_index_messages(const uint8_t *buf, const uint32_t *offs, const uint32_
         last[slots[i]] = i;
     }
     return nsets;
+}
+
+/* The steady state of one UDP exporter: every message of the burst is a valid header of
+ * the given domain, continuing the sequence numbers, then exactly the given template set
+ * octets (often none), then one data set of the given flow template, decoded without
+ * error and with nothing but zero padding after its last record. Returns the rows
+ * (counts[i] per message, *next the sequence number expected after the burst), or -1
+ * at the first message that is not so shaped: the caller then decodes the burst the
+ * general way, as nothing here changes any state. */
+int ipfix_decode_steady(const uint8_t *buf, const uint32_t *offs, const uint32_t *lens, int n,
+                        const ipfix_steady *steady, const ipfix_plan *plan, uint8_t *out,
+                        size_t row_size, int max_rows, size_t domain_off, size_t version_off,
+                        int32_t *counts, uint32_t *next)
+{
+    const uint32_t head = 16 + steady->tset_len;
+    uint32_t sequence = steady->sequence;
+    int total = 0;
+
+    if (plan->min_length == 0)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *m = buf + offs[i];
+        const uint32_t len = lens[i];
+        if (len < head + 4 || read_be(m, 2) != 10 || read_be(m + 2, 2) != len)
+            return -1;
+        if (read_be(m + 8, 4) != sequence || read_be(m + 12, 4) != steady->domain)
+            return -1;
+        if (steady->tset_len && memcmp(m + 16, steady->tset, steady->tset_len) != 0)
+            return -1;
+        if (read_be(m + head, 2) != steady->set_id || read_be(m + head + 2, 2) != len - head)
+            return -1;
+
+        const uint8_t *body = m + head + 4;
+        const size_t size = len - head - 4;
+        const int limit = (int)(size / plan->min_length);
+        uint8_t *first = out + (size_t)total * row_size;
+        int error = IPFIX_OK, rows = 0;
+        size_t used = 0;
+        if (limit > max_rows - total)
+            return -1;
+        if (limit)
+            rows = decode_set(body, size, plan, first, row_size, limit, &error, &used);
+        if (error != IPFIX_OK)
+            return -1;
+        for (size_t k = used; k < size; k++)
+            if (body[k])
+                return -1;
+
+        for (int r = 0; r < rows; r++) {
+            uint8_t *row = first + (size_t)r * row_size;
+            memcpy(row + domain_off, &steady->domain, 4);
+            if (plan->ip_version >= 0)
+                row[version_off] = (uint8_t)plan->ip_version;
+        }
+        counts[i] = rows;
+        total += rows;
+        sequence += (uint32_t)rows;
+    }
+    *next = sequence;
+    return total;
 }

@@ -59,6 +59,12 @@ typedef struct {
     uint32_t set_id;
 } ipfix_set;
 
+/* What a burst of one exporter in its steady state must match (ipfix_decode_steady). */
+typedef struct {
+    uint32_t domain, sequence, set_id, tset_len;
+    const uint8_t *tset;  /* the template set octets every message starts with */
+} ipfix_steady;
+
 int ipfix_decode_flows(const uint8_t *buf, size_t len, const uint16_t *field_lens,
                        const uint8_t *field_kinds, int nfields, uint16_t min_length,
                        const ipfix_op *ops, int nops, const uint16_t *sub_tids,
@@ -72,3 +78,8 @@ int ipfix_decode_jobs(const uint8_t *buf, ipfix_job *jobs, int njobs,
 int ipfix_index_messages(const uint8_t *buf, const uint32_t *offs, const uint32_t *lens, int n,
                          const uint32_t *slots, int32_t *last, ipfix_msg *msgs,
                          ipfix_set *sets, int max_sets);
+
+int ipfix_decode_steady(const uint8_t *buf, const uint32_t *offs, const uint32_t *lens, int n,
+                        const ipfix_steady *steady, const ipfix_plan *plan, uint8_t *out,
+                        size_t row_size, int max_rows, size_t domain_off, size_t version_off,
+                        int32_t *counts, uint32_t *next);

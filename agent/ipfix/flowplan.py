@@ -317,6 +317,39 @@ def decode_jobs(buf: bytes, jobs: np.ndarray, plans: list, *, use_native: bool |
     return _copy_rows(out, total)
 
 
+def decode_steady(buf: bytes, offsets, lengths, plan, steady: dict):
+    """``ipfix_decode_steady`` over the messages at ``offsets`` in ``buf``: (flows, rows
+    per message, next sequence number), or None when a message is not in the steady shape
+    ``steady`` names (domain, sequence, set_id, template set octets ``tset``) or the
+    compiled helper is not built. Nothing is changed when it returns None."""
+    global _scratch
+    if _native is None:
+        return None
+    ffi, lib = _native.ffi, _native.lib
+    capacity = int(lengths.sum()) // plan.min_length + 1
+    out = _scratch
+    if len(out) < capacity:
+        out = np.empty(max(capacity, 1024), dtype=FLOW_DTYPE)
+        if capacity <= _SCRATCH_KEEP:
+            _scratch = out
+    counts = np.zeros(len(offsets), dtype=np.int32)
+    tset = steady["tset"]
+    shape = ffi.new("ipfix_steady *", {
+        "domain": steady["domain"], "sequence": steady["sequence"],
+        "set_id": steady["set_id"], "tset_len": len(tset), "tset": ffi.from_buffer(tset),
+    })  # fmt: skip
+    following = ffi.new("uint32_t *")
+    total = lib.ipfix_decode_steady(
+        ffi.from_buffer(buf), ffi.from_buffer("uint32_t[]", offsets),
+        ffi.from_buffer("uint32_t[]", lengths), len(offsets), shape,
+        _native_plan(_native, plan), ffi.from_buffer(out), FLOW_DTYPE.itemsize, capacity,
+        _DOMAIN_OFFSET, _VERSION_OFFSET, ffi.from_buffer("int32_t[]", counts), following,
+    )  # fmt: skip
+    if total < 0:
+        return None
+    return _copy_rows(out, total), counts.astype(np.int64), int(following[0])
+
+
 def _fallback_jobs(buf: bytes, jobs: np.ndarray, plans: list, out: np.ndarray) -> int:
     """The numpy twin of ``ipfix_decode_jobs``: records found set by set, then each
     plan's operations run once over all the records of the sets it decodes."""
