@@ -23,6 +23,8 @@ IPFIX_VERSION = 10
 MESSAGE_HEADER = struct.Struct(">HH")
 RECEIVE_BUFFER = 16 << 20
 MAX_DATAGRAMS_PER_WAKEUP = 256
+#: UDP session tuples kept for reuse (exporter address and port pairs).
+MAX_UDP_SESSIONS = 4096
 
 
 def canonical_host(host: str) -> str:
@@ -92,6 +94,7 @@ class Receiver:
         self.sockets: list[socket.socket] = []
         self.servers: list[asyncio.AbstractServer] = []
         self._connections = 0
+        self._udp_sessions: dict[tuple, tuple] = {}
 
     async def start_udp(self, address: str, port: int) -> tuple:
         """Listen for datagrams; returns the bound (host, port)."""
@@ -120,7 +123,7 @@ class Receiver:
             exporter = self.allowed.check(addr[0])
             if exporter is not None:
                 datagrams.append(data)
-                sessions.append(("udp", exporter, addr[1]))
+                sessions.append(self._udp_session(exporter, addr[1]))
         if datagrams:
             if self.on_burst is not None:
                 self.on_burst(datagrams, sessions)
@@ -129,6 +132,17 @@ class Receiver:
                     self.handler(data, session)
         if drained and self.on_drained is not None:
             self.on_drained()
+
+    def _udp_session(self, exporter: str, port: int) -> tuple:
+        """The session tuple of (exporter, port), the same object each time, so that the
+        decoder compares a burst's sessions by identity."""
+        key = (exporter, port)
+        session = self._udp_sessions.get(key)
+        if session is None:
+            if len(self._udp_sessions) >= MAX_UDP_SESSIONS:
+                self._udp_sessions.clear()
+            session = self._udp_sessions[key] = ("udp", exporter, port)
+        return session
 
     async def start_tcp(self, address: str, port: int) -> tuple:
         """Accept IPFIX over TCP; returns the bound (host, port)."""

@@ -83,6 +83,8 @@ def test_udp_bursts_carry_every_datagram_in_order():
     assert datagrams == [message(bytes([i])) for i in range(20)]
     assert all(s[:2] == ("udp", "127.0.0.1") for _, sessions in bursts for s in sessions)
     assert len(drained) >= len(bursts)
+    sessions = [s for _, burst in bursts for s in burst]
+    assert all(s is sessions[0] for s in sessions), "one session object per exporter port"
 
 
 def test_udp_dual_stack_socket_accepts_ipv4_exporters():

@@ -138,6 +138,16 @@ static int decode_set(const uint8_t *buf, size_t len, const ipfix_plan *plan, ui
         *error = IPFIX_ERR_FIELDS;
         return 0;
     }
+    /* compile_plan puts the operations on the record's own fields first, then those on
+     * sub-records; how many of the first kind, and which fields are lists, are found
+     * once rather than in every record. */
+    int ntop = 0;
+    while (ntop < plan->nops && plan->ops[ntop].sub < 0)
+        ntop++;
+    int lists[MAX_FIELDS], nlists = 0;
+    for (int f = 0; f < nfields && nsub > 0; f++)
+        if (plan->field_kinds[f] != IPFIX_FIELD_PLAIN)
+            lists[nlists++] = f;
     while (len - pos >= plan->min_length && len - pos > 0) {
         if (rows >= max_rows) {
             *error = IPFIX_ERR_ROWS;
@@ -163,28 +173,27 @@ static int decode_set(const uint8_t *buf, size_t len, const ipfix_plan *plan, ui
             pos += n;
         }
         memset(sub_off, 0, sizeof(sub_off[0]) * (size_t)nsub);
-        for (int f = 0; f < nfields && nsub > 0; f++) {
-            if (plan->field_kinds[f] == IPFIX_FIELD_PLAIN)
-                continue;
+        for (int k = 0; k < nlists; k++) {
+            const int f = lists[k];
             int rc = scan_list(buf, foff[f], foff[f] + flen[f], plan->field_kinds[f],
                                plan->sub_tids, plan->sub_lens, nsub, sub_off);
             if (rc) { *error = rc; return rows; }
         }
         uint8_t *row = out + (size_t)rows * row_size;
         memset(row, 0, row_size);
-        for (int i = 0; i < plan->nops; i++) {
+        for (int i = 0; i < ntop; i++) {
             const ipfix_op *op = &plan->ops[i];
-            const uint8_t *src;
+            if (flen[op->src] == op->len)
+                apply_op(op, buf + foff[op->src], row);
+        }
+        for (int i = ntop; i < plan->nops; i++) {
+            const ipfix_op *op = &plan->ops[i];
             if (op->sub < 0) {
-                if (flen[op->src] != op->len)
-                    continue;
-                src = buf + foff[op->src];
-            } else {
-                if (!sub_off[op->sub])
-                    continue;
-                src = buf + sub_off[op->sub] + op->src;
+                if (flen[op->src] == op->len)
+                    apply_op(op, buf + foff[op->src], row);
+            } else if (sub_off[op->sub]) {
+                apply_op(op, buf + sub_off[op->sub] + op->src, row);
             }
-            apply_op(op, src, row);
         }
         rows++;
         *used = pos;
