@@ -8,14 +8,21 @@
 
 enum { PRIVATE = 1, NEVER = 2, MAYBE = 4 };
 
+/* Eight octets as a little-endian word on any host, as features.py reads addresses
+ * ("<u8"); compilers make it one load on little-endian CPUs. */
+static uint64_t read_le64(const uint8_t *p)
+{
+    return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16) |
+           ((uint64_t)p[3] << 24) | ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40) |
+           ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
+}
+
 /* The address class bits of one 16-octet address (IPv4 mapped into IPv6), as
  * features._local_ends finds them: the first two octets pick the class, and the
  * "maybe" keys are settled on the whole address (0.0.0.0, 255.255.255.255, ::/120). */
 static unsigned address_bits(const uint8_t *a, const uint8_t *classes)
 {
-    uint64_t hi, lo;
-    memcpy(&hi, a, 8);
-    memcpy(&lo, a + 8, 8);
+    const uint64_t hi = read_le64(a), lo = read_le64(a + 8);
     const int is_v4 = hi == 0 && (lo & 0xFFFFFFFFull) == 0xFFFF0000ull;
     const uint32_t v4 = (uint32_t)(lo >> 32);
     const unsigned key = is_v4 ? ((v4 & 0xFFFFu) | 65536u) : (unsigned)(hi & 0xFFFFu);
