@@ -349,19 +349,20 @@ int ipfix_index_messages(const uint8_t *buf, const uint32_t *offs, const uint32_
  * (counts[i] per message, *next the sequence number expected after the burst), or -1
  * at the first message that is not so shaped: the caller then decodes the burst the
  * general way, as nothing here changes any state. */
-int ipfix_decode_steady(const uint8_t *buf, const uint32_t *offs, const uint32_t *lens, int n,
+int ipfix_decode_steady(const uint8_t *buf, const uint32_t *lens, int n,
                         const ipfix_steady *steady, const ipfix_plan *plan, uint8_t *out,
                         size_t row_size, int max_rows, size_t domain_off, size_t version_off,
-                        int32_t *counts, uint32_t *next)
+                        int64_t *counts, uint32_t *next)
 {
     const uint32_t head = 16 + steady->tset_len;
     uint32_t sequence = steady->sequence;
+    size_t at = 0;
     int total = 0;
 
     if (plan->min_length == 0)
         return -1;
-    for (int i = 0; i < n; i++) {
-        const uint8_t *m = buf + offs[i];
+    for (int i = 0; i < n; at += lens[i++]) {
+        const uint8_t *m = buf + at;
         const uint32_t len = lens[i];
         if (len < head + 4 || read_be(m, 2) != 10 || read_be(m + 2, 2) != len)
             return -1;

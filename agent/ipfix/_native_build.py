@@ -39,10 +39,10 @@ ffibuilder.cdef(
     int ipfix_index_messages(const uint8_t *buf, const uint32_t *offs, const uint32_t *lens,
                              int n, const uint32_t *slots, int32_t *last, ipfix_msg *msgs,
                              ipfix_set *sets, int max_sets);
-    int ipfix_decode_steady(const uint8_t *buf, const uint32_t *offs, const uint32_t *lens,
-                            int n, const ipfix_steady *steady, const ipfix_plan *plan,
+    int ipfix_decode_steady(const uint8_t *buf, const uint32_t *lens, int n,
+                            const ipfix_steady *steady, const ipfix_plan *plan,
                             uint8_t *out, size_t row_size, int max_rows, size_t domain_off,
-                            size_t version_off, int32_t *counts, uint32_t *next);
+                            size_t version_off, int64_t *counts, uint32_t *next);
     """
 )
 ffibuilder.set_source(

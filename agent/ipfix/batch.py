@@ -156,10 +156,8 @@ def _decode_steady(decoder, datagrams, sessions, now) -> BatchResult | None:
         return None
 
     lengths = np.fromiter(map(len, datagrams), np.uint32, len(datagrams))
-    offsets = np.zeros(len(lengths), dtype=np.uint32)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    shape = {"domain": domain, "sequence": sequence, "set_id": set_id, "tset": tset}
-    done = flowplan.decode_steady(b"".join(datagrams), offsets, lengths, kind[0], shape)
+    buf = b"".join(datagrams)
+    done = flowplan.decode_steady(buf, lengths, kind[0], domain, sequence, set_id, tset)
     if done is None:
         return None
 

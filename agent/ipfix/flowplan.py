@@ -317,11 +317,12 @@ def decode_jobs(buf: bytes, jobs: np.ndarray, plans: list, *, use_native: bool |
     return _copy_rows(out, total)
 
 
-def decode_steady(buf: bytes, offsets, lengths, plan, steady: dict):
-    """``ipfix_decode_steady`` over the messages at ``offsets`` in ``buf``: (flows, rows
-    per message, next sequence number), or None when a message is not in the steady shape
-    ``steady`` names (domain, sequence, set_id, template set octets ``tset``) or the
-    compiled helper is not built. Nothing is changed when it returns None."""
+def decode_steady(buf: bytes, lengths, plan, domain: int, sequence: int, set_id: int, tset):
+    """``ipfix_decode_steady`` over the messages of ``lengths`` octets end to end in
+    ``buf``: (flows, rows per message, next sequence number), or None when a message does
+    not have the steady shape (observation ``domain``, ``sequence`` numbers following on,
+    template set octets ``tset`` then one data set ``set_id`` of ``plan``) or the compiled
+    helper is not built. Nothing is changed when it returns None."""
     global _scratch
     if _native is None:
         return None
@@ -332,22 +333,22 @@ def decode_steady(buf: bytes, offsets, lengths, plan, steady: dict):
         out = np.empty(max(capacity, 1024), dtype=FLOW_DTYPE)
         if capacity <= _SCRATCH_KEEP:
             _scratch = out
-    counts = np.zeros(len(offsets), dtype=np.int32)
-    tset = steady["tset"]
-    shape = ffi.new("ipfix_steady *", {
-        "domain": steady["domain"], "sequence": steady["sequence"],
-        "set_id": steady["set_id"], "tset_len": len(tset), "tset": ffi.from_buffer(tset),
-    })  # fmt: skip
-    following = ffi.new("uint32_t *")
+    cache = plan.__dict__.setdefault("_c_steady", {})
+    if not cache:
+        cache["shape"], cache["next"] = ffi.new("ipfix_steady *"), ffi.new("uint32_t *")
+    shape = cache["shape"]
+    shape.domain, shape.sequence, shape.set_id = domain, sequence, set_id
+    shape.tset_len, cache["tset"] = len(tset), ffi.from_buffer(tset)
+    shape.tset = cache["tset"]
+    counts = np.zeros(len(lengths), dtype=np.int64)
     total = lib.ipfix_decode_steady(
-        ffi.from_buffer(buf), ffi.from_buffer("uint32_t[]", offsets),
-        ffi.from_buffer("uint32_t[]", lengths), len(offsets), shape,
+        ffi.from_buffer(buf), ffi.from_buffer("uint32_t[]", lengths), len(lengths), shape,
         _native_plan(_native, plan), ffi.from_buffer(out), FLOW_DTYPE.itemsize, capacity,
-        _DOMAIN_OFFSET, _VERSION_OFFSET, ffi.from_buffer("int32_t[]", counts), following,
+        _DOMAIN_OFFSET, _VERSION_OFFSET, ffi.from_buffer("int64_t[]", counts), cache["next"],
     )  # fmt: skip
     if total < 0:
         return None
-    return _copy_rows(out, total), counts.astype(np.int64), int(following[0])
+    return _copy_rows(out, total), counts, int(cache["next"][0])
 
 
 def _fallback_jobs(buf: bytes, jobs: np.ndarray, plans: list, out: np.ndarray) -> int:
