@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.errors import ConfigError
+from agent.kernels import buffer
 from agent.kernels import kernels as _kernels
 
 log = logging.getLogger(__name__)
@@ -151,13 +152,9 @@ class _Index:
             return out
         keys = np.asarray(keys, dtype=np.uint64)
         if native and _kernels is not None:
-            ffi = _kernels.ffi
-            keys = np.ascontiguousarray(keys)
             _kernels.lib.iw_find(
-                ffi.from_buffer("uint64_t[]", keys), len(keys),
-                ffi.from_buffer("uint64_t[]", self.table_keys),
-                ffi.from_buffer("int32_t[]", self.table_slots), self.size, int(self.shift),
-                int(self._MULTIPLIER), ffi.from_buffer("int32_t[]", out),
+                buffer(keys), len(keys), buffer(self.table_keys), buffer(self.table_slots),
+                self.size, int(self.shift), int(self._MULTIPLIER), buffer(out),
             )  # fmt: skip
             return out
         todo = np.arange(len(keys))

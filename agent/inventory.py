@@ -18,6 +18,7 @@ import logging
 
 import numpy as np
 
+from agent.kernels import buffer
 from agent.kernels import kernels as _kernels
 
 log = logging.getLogger(__name__)
@@ -115,20 +116,12 @@ class Inventory:
 
     def _update_compiled(self, slot, label, accepted, start, end) -> np.ndarray:
         """``update`` through ``agent._kernels``: the keys of new pairs, sorted."""
-        ffi = _kernels.ffi
-        columns = [
-            ffi.from_buffer("int32_t[]", np.ascontiguousarray(slot, dtype=np.int32)),
-            ffi.from_buffer("int32_t[]", np.ascontiguousarray(label, dtype=np.int32)),
-            ffi.from_buffer("uint8_t[]", np.ascontiguousarray(accepted, dtype=bool)),
-            ffi.from_buffer("double[]", np.ascontiguousarray(start, dtype=np.float64)),
-            ffi.from_buffer("double[]", np.ascontiguousarray(end, dtype=np.float64)),
-        ]
         new = np.empty(len(slot), dtype=np.int64)
         found = _kernels.lib.iw_inventory(
-            *columns, len(slot), len(self.classes), len(self.first_seen),
-            ffi.from_buffer("double[]", self.first_seen),
-            ffi.from_buffer("double[]", self.detected),
-            ffi.from_buffer("int64_t[]", self.hit_flow), ffi.from_buffer("int64_t[]", new),
+            buffer(slot, np.int32), buffer(label, np.int32), buffer(accepted, bool),
+            buffer(start, np.float64), buffer(end, np.float64), len(slot),
+            len(self.classes), len(self.first_seen), buffer(self.first_seen),
+            buffer(self.detected), buffer(self.hit_flow), buffer(new),
         )  # fmt: skip
         if found < 0:
             raise IndexError("inventory update: a home slot or class is out of the tables")

@@ -9,6 +9,7 @@ is built; the numpy code is its twin and the fallback.
 
 import numpy as np
 
+from agent.kernels import buffer
 from agent.kernels import kernels as _kernels
 
 METHODS = ("lambda1", "lambda2")
@@ -33,18 +34,13 @@ def apply_thresholds(
 
 def _accept_compiled(proba: np.ndarray, low, high):
     """``apply_thresholds`` through ``agent._kernels``: the same three arrays."""
-    ffi, lib = _kernels.ffi, _kernels.lib
-    proba = np.ascontiguousarray(proba, dtype=np.float64)
-    low = np.ascontiguousarray(low, dtype=np.float64)
-    high = np.ascontiguousarray(high, dtype=np.float64)
     n = len(proba)
     label = np.empty(n, dtype=np.int32)
     confidence = np.empty(n, dtype=np.float64)
     accepted = np.empty(n, dtype=bool)
-    lib.iw_accept(
-        ffi.from_buffer("double[]", proba), n, proba.shape[1], ffi.from_buffer("double[]", low),
-        ffi.from_buffer("double[]", high), ffi.from_buffer("int32_t[]", label),
-        ffi.from_buffer("double[]", confidence), ffi.from_buffer("uint8_t[]", accepted),
+    _kernels.lib.iw_accept(
+        buffer(proba, np.float64), n, proba.shape[1], buffer(low, np.float64),
+        buffer(high, np.float64), buffer(label), buffer(confidence), buffer(accepted),
     )  # fmt: skip
     return label, confidence, accepted
 

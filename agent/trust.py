@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from agent.kernels import buffer
 from agent.kernels import kernels as _kernels
 
 
@@ -71,13 +72,9 @@ class Trust:
             grown[: len(self.counts)] = self.counts
             self.counts = grown
         if native and _kernels is not None:
-            ffi = _kernels.ffi
             counted = _kernels.lib.iw_count(
-                ffi.from_buffer("int32_t[]", np.ascontiguousarray(slot, dtype=np.int32)),
-                ffi.from_buffer("int32_t[]", np.ascontiguousarray(label, dtype=np.int32)),
-                ffi.from_buffer("uint8_t[]", np.ascontiguousarray(accepted, dtype=bool)),
-                len(slot), len(self.classes), len(self.counts),
-                ffi.from_buffer("int64_t[]", self.counts),
+                buffer(slot, np.int32), buffer(label, np.int32), buffer(accepted, bool),
+                len(slot), len(self.classes), len(self.counts), buffer(self.counts),
             )  # fmt: skip
             if counted < 0:
                 raise IndexError("trust counts: a home slot or class is out of the table")

@@ -281,6 +281,19 @@ _DOMAIN_OFFSET = FLOW_DTYPE.fields["observationDomainId"][1]
 _VERSION_OFFSET = FLOW_DTYPE.fields["ipVersion"][1]
 
 
+def _scratch_rows(capacity: int) -> np.ndarray:
+    """A table of at least ``capacity`` rows for the compiled helper to write into: the
+    kept scratch table, grown when needed (a table over ``_SCRATCH_KEEP`` rows is not
+    kept)."""
+    global _scratch
+    if len(_scratch) >= capacity:
+        return _scratch
+    out = np.empty(max(capacity, 1024), dtype=FLOW_DTYPE)
+    if capacity <= _SCRATCH_KEEP:
+        _scratch = out
+    return out
+
+
 def error_reason(code: int) -> str:
     """The text of a compiled-helper error code."""
     return _ERRORS.get(code, f"decode error {code}")
@@ -294,7 +307,6 @@ def decode_jobs(buf: bytes, jobs: np.ndarray, plans: list, *, use_native: bool |
     Rows get ``observationDomainId``, and ``ipVersion`` when the plan knows it and the
     set had no error; rows before a set's bad record are kept, as ``decode_flows`` does.
     """
-    global _scratch
     native = _native if use_native is None else (_native if use_native else None)
     shortest = min(plan.min_length for plan in plans)
     capacity = int(jobs["len"].sum()) // shortest + 1
@@ -302,11 +314,7 @@ def decode_jobs(buf: bytes, jobs: np.ndarray, plans: list, *, use_native: bool |
         out = np.zeros(capacity, dtype=FLOW_DTYPE)
         total = _fallback_jobs(buf, jobs, plans, out)
         return _copy_rows(out, total)
-    out = _scratch
-    if len(out) < capacity:
-        out = np.empty(max(capacity, 1024), dtype=FLOW_DTYPE)
-        if capacity <= _SCRATCH_KEEP:
-            _scratch = out
+    out = _scratch_rows(capacity)
     ffi, lib = native.ffi, native.lib
     pointers = ffi.new("ipfix_plan *[]", [_native_plan(native, plan) for plan in plans])
     total = lib.ipfix_decode_jobs(
@@ -323,16 +331,11 @@ def decode_steady(buf: bytes, lengths, plan, domain: int, sequence: int, set_id:
     not have the steady shape (observation ``domain``, ``sequence`` numbers following on,
     template set octets ``tset`` then one data set ``set_id`` of ``plan``) or the compiled
     helper is not built. Nothing is changed when it returns None."""
-    global _scratch
     if _native is None:
         return None
     ffi, lib = _native.ffi, _native.lib
     capacity = int(lengths.sum()) // plan.min_length + 1
-    out = _scratch
-    if len(out) < capacity:
-        out = np.empty(max(capacity, 1024), dtype=FLOW_DTYPE)
-        if capacity <= _SCRATCH_KEEP:
-            _scratch = out
+    out = _scratch_rows(capacity)
     cache = plan.__dict__.setdefault("_c_steady", {})
     if not cache:
         cache["shape"], cache["next"] = ffi.new("ipfix_steady *"), ffi.new("uint32_t *")
