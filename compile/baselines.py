@@ -19,9 +19,19 @@ of the two, and their difference, relative to that mean, joins sigma as the base
 own uncertainty: trust then does not flag what the baseline cannot tell apart.
 """
 
+import math
+
 import numpy as np
 
 MIN_SIGMA = 0.05
+#: A window is flagged when raw trust is more than FLAG_SIGMAS sigma from 1 either way
+#: (one window far off), or when it and one of the two windows before it are both more than
+#: RUN_SIGMAS sigma below 1 (a run of low windows: a sustained drop).
+FLAG_SIGMAS = 3.0
+RUN_SIGMAS = 2.0
+RUN_WINDOWS = 3
+FLAG_BELOW = math.exp(-(FLAG_SIGMAS**2) / 2)
+RUN_BELOW = math.exp(-(RUN_SIGMAS**2) / 2)
 
 
 def window_index(time_ms: np.ndarray, window_seconds: float) -> np.ndarray:
@@ -51,6 +61,29 @@ def trust(accepted: np.ndarray, baselines: dict, classes: list[str]):
         raw = np.where(expected > 0, accepted / expected, np.where(accepted > 0, np.inf, 1.0))
         value = np.exp(-((raw - 1.0) ** 2) / (2.0 * sigma**2))
     return raw, np.nan_to_num(value, nan=0.0)
+
+
+def flags(
+    raw: np.ndarray, value: np.ndarray, flag_below=FLAG_BELOW, run_below=RUN_BELOW
+) -> np.ndarray:
+    """(n_windows, n_classes) True where a class's window is flagged.
+
+    ``raw`` and ``value`` are raw trust and trust per window (rows in time order, only the
+    windows that hold flows). The single-window limit catches a change that is large on
+    its first day; the run rule, two of three consecutive windows beyond two sigma (the
+    second of the Western Electric rules for control charts), catches a drop too small
+    for one window, such as a device whose flows now mostly look like another type's.
+    The run rule looks at drops only: a type whose count rises moderately may be seeing
+    another device's changed flows predicted as it, and blaming it would be wrong. A
+    ``run_below`` of 0 turns the run rule off.
+    """
+    raw, value = np.asarray(raw, dtype=float), np.asarray(value, dtype=float)
+    flagged = value < flag_below
+    low = (raw < 1.0) & (value < run_below)
+    for w in range(len(low)):
+        recent = low[max(0, w - RUN_WINDOWS + 1) : w + 1].sum(axis=0)
+        flagged[w] |= low[w] & (recent >= 2)
+    return flagged
 
 
 def trust_baselines(

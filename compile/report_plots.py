@@ -198,7 +198,14 @@ def write_report(path: Path, m: dict, manifest: dict, methods=("lambda1", "lambd
     for name, s in m["per_service"].items():
         lines.append(_row([name, str(s["flows"]), _pct(s["accuracy"]), _pct(s["discard_rate"])]))
     trust = m["trust"]
-    lines += ["", f"## Behaviour changes (trust below {trust['flag_below']:.3g})", ""]
+    lines += ["", "## Behaviour changes", ""]
+    rule = f"A window is flagged when trust is below {trust['flag_below']:.3g}"
+    if trust.get("run_below"):
+        rule += (
+            f", or when it and one of the two windows before it have raw trust under 1 and "
+            f"trust below {trust['run_below']:.3g}"
+        )
+    lines += [rule + ".", ""]
     if trust["changes"]:
         lines += [
             _row(["device type", "kind", "start", "flagged on", "delay (days)"]),
@@ -223,11 +230,14 @@ def write_report(path: Path, m: dict, manifest: dict, methods=("lambda1", "lambd
     if trust.get("sweep"):
         lines += [
             "",
-            "Other flag levels (raw trust this many sigma from 1):",
+            (
+                "Other rules (one window: raw trust this many sigma from 1; run: two windows"
+                " in three more than two sigma below 1):"
+            ),
             "",
-            _row(["sigma", "trust below", "worst unchanged type", "all outside changes",
-                  "changes within a day", "delays (days)"]),
-            _row(["---"] * 6),
+            _row(["sigma", "trust below", "run rule", "worst unchanged type",
+                  "all outside changes", "changes within a day", "delays (days)"]),
+            _row(["---"] * 7),
         ]  # fmt: skip
         for r in trust["sweep"]:
             delays = ", ".join("-" if d is None else f"{d:.0f}" for d in r["delays_days"])
@@ -236,6 +246,7 @@ def write_report(path: Path, m: dict, manifest: dict, methods=("lambda1", "lambd
                     [
                         f"{r['sigmas']:g}",
                         f"{r['flag_below']:.3g}",
+                        "yes" if r.get("run_rule") else "no",
                         _pct(r["unchanged_max_flag_rate"]),
                         _pct(r["outside_change_flag_rate"]),
                         f"{r['changes_within_a_day']} of {r['changes']}",

@@ -22,7 +22,7 @@ FILTERS = {
     "homes": ("home", "since", "limit"),
     "devices": ("home", "device_type", "since", "limit"),
     "trust": ("home", "device_type", "since", "limit"),
-    "alerts": ("home", "device_type", "level", "limit"),
+    "alerts": ("home", "device_type", "level", "run_level", "limit"),
     "agents": (),
 }
 
@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="trust below this is an alert on the page and API",
     )
     serve.add_argument(
+        "--alert-run-level",
+        type=float,
+        default=queries.DEFAULT_RUN_LEVEL,
+        help="two windows in three with raw trust under 1 and trust below this are an "
+        "alert too (0 = off)",
+    )
+    serve.add_argument(
         "--earliest-time",
         type=float,
         default=EARLIEST_TIME,
@@ -90,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--level", type=float, default=queries.DEFAULT_ALERT_LEVEL, help="alert level for 'alerts'"
     )
+    query.add_argument(
+        "--run-level",
+        type=float,
+        default=queries.DEFAULT_RUN_LEVEL,
+        help="run level for 'alerts' (two low windows in three; 0 = off)",
+    )
     return parser
 
 
@@ -112,6 +125,7 @@ def run_serve(args: argparse.Namespace) -> None:
         replay_window=args.replay_window,
         max_body=args.max_body,
         alert_level=args.alert_level,
+        alert_run_level=args.alert_run_level,
     )
     app.serve(settings, args.listen, args.processes)
 

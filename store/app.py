@@ -44,6 +44,7 @@ class Settings:
     replay_window: float = DEFAULT_REPLAY_WINDOW
     max_body: int = DEFAULT_MAX_BODY
     alert_level: float = queries.DEFAULT_ALERT_LEVEL
+    alert_run_level: float = queries.DEFAULT_RUN_LEVEL
     max_batch: int = MAX_BATCH
 
 
@@ -168,7 +169,7 @@ def _query_args(request: web.Request, names: tuple[str, ...]) -> dict:
                 value = queries.parse_time(value)
             elif name == "limit":
                 value = int(value)
-            elif name == "level":
+            elif name in ("level", "run_level"):
                 value = float(value)
         except ValueError:
             raise web.HTTPBadRequest(
@@ -207,9 +208,10 @@ async def api_trust(request: web.Request) -> web.Response:
 
 
 async def api_alerts(request: web.Request) -> web.Response:
-    """GET /api/v1/alerts?level=&home=&device_type=."""
-    args = _query_args(request, ("level", "home", "device_type", "limit"))
+    """GET /api/v1/alerts?level=&run_level=&home=&device_type=."""
+    args = _query_args(request, ("level", "run_level", "home", "device_type", "limit"))
     args.setdefault("level", request.app[SETTINGS_KEY].alert_level)
+    args.setdefault("run_level", request.app[SETTINGS_KEY].alert_run_level)
     return await _answer(request, queries.alerts, **args)
 
 
@@ -230,7 +232,10 @@ async def index(request: web.Request) -> web.Response:
     settings: Settings = request.app[SETTINGS_KEY]
     try:
         html = await request.app[READER_KEY].run(
-            page.render, level=settings.alert_level, home=request.query.get("home") or None
+            page.render,
+            level=settings.alert_level,
+            run_level=settings.alert_run_level,
+            home=request.query.get("home") or None,
         )
     except DatabaseUnavailable as exc:
         quietly(log, WARNING, "read", "page failed error=%s", exc)

@@ -35,9 +35,16 @@ def when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def render(db: Database, conn, *, level: float, home: str | None = None) -> str:
+def render(
+    db: Database,
+    conn,
+    *,
+    level: float,
+    run_level: float = queries.DEFAULT_RUN_LEVEL,
+    home: str | None = None,
+) -> str:
     """The whole page as HTML."""
-    alerts = queries.alerts(db, conn, level=level, home=home)
+    alerts = queries.alerts(db, conn, level=level, run_level=run_level, home=home)
     homes = queries.homes(db, conn, home=home, limit=MAX_HOMES)
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -62,7 +69,7 @@ def render(db: Database, conn, *, level: float, home: str | None = None) -> str:
 def _alerts(alerts: list[dict]) -> str:
     """The alert table."""
     if not alerts:
-        return "<h2>Alerts</h2><p id='no-alerts'>No device type below the alert level.</p>"
+        return "<h2>Alerts</h2><p id='no-alerts'>No device type flagged.</p>"
     rows = "".join(
         f"<tr class='alert'><td>{escape(a['home'])}</td><td>{escape(a['device_type'])}</td>"
         f"<td class='num low'>{a['trust']:.3f}</td><td>{when(a['since'])}</td></tr>"
@@ -70,7 +77,7 @@ def _alerts(alerts: list[dict]) -> str:
     )
     return (
         "<h2>Alerts</h2><table id='alerts'><tr><th>home</th><th>device type</th>"
-        f"<th>trust</th><th>below since</th></tr>{rows}</table>"
+        f"<th>trust</th><th>flagged since</th></tr>{rows}</table>"
     )
 
 

@@ -15,6 +15,9 @@ MAX_LIMIT = 100_000
 #: Trust below this is an alert: raw trust more than three sigma from 1, the level the
 #: evaluation report flags at (compile/evaluate.py says why).
 DEFAULT_ALERT_LEVEL = math.exp(-(3.0**2) / 2)
+#: Two windows in three with raw trust under 1 and trust below this (two sigma) are an
+#: alert too: a sustained drop; 0 turns this off.
+DEFAULT_RUN_LEVEL = math.exp(-(2.0**2) / 2)
 
 LATEST_TRUST = """
 SELECT t.trust FROM trust t WHERE t.home = i.home AND t.device_type = i.device_type
@@ -24,23 +27,38 @@ LATEST_WINDOW = """
 SELECT t.window_end FROM trust t WHERE t.home = i.home AND t.device_type = i.device_type
 ORDER BY t.window_start DESC LIMIT 1"""
 
+# Each window of a home's device type is flagged, as the evaluation report flags them
+# (compile/baselines.py, ``flags``): trust below the level, or raw trust under 1 and trust
+# below the run level in it and in one of the two windows before it. An alert is a device
+# type whose latest window is flagged; ``since`` opens the latest unbroken run of flags.
 ALERTS = """
-WITH latest AS (
-  SELECT home, device_type, MAX(window_start) AS window_start FROM trust
-  WHERE {filters} GROUP BY home, device_type),
+WITH marked AS (
+  SELECT home, device_type, window_start, window_end, trust,
+    CASE WHEN raw_trust < 1.0 AND trust < ? THEN 1 ELSE 0 END AS low
+  FROM trust WHERE {filters}),
+runs AS (
+  SELECT home, device_type, window_start, window_end, trust,
+    CASE WHEN trust < ? OR (low = 1 AND
+      LAG(low, 1, 0) OVER (PARTITION BY home, device_type ORDER BY window_start)
+      + LAG(low, 2, 0) OVER (PARTITION BY home, device_type ORDER BY window_start) >= 1)
+    THEN 1 ELSE 0 END AS flagged
+  FROM marked),
+latest AS (
+  SELECT home, device_type, MAX(window_start) AS window_start FROM runs
+  GROUP BY home, device_type),
 last_good AS (
-  SELECT home, device_type, MAX(window_start) AS window_start FROM trust
-  WHERE trust >= ? AND {filters} GROUP BY home, device_type)
-SELECT t.home, t.device_type, t.trust, t.window_start, t.window_end,
-  (SELECT MIN(b.window_start) FROM trust b
-   WHERE b.home = t.home AND b.device_type = t.device_type AND b.trust < ?
+  SELECT home, device_type, MAX(window_start) AS window_start FROM runs
+  WHERE flagged = 0 GROUP BY home, device_type)
+SELECT r.home, r.device_type, r.trust, r.window_start, r.window_end,
+  (SELECT MIN(b.window_start) FROM runs b
+   WHERE b.home = r.home AND b.device_type = r.device_type AND b.flagged = 1
      AND b.window_start > COALESCE(g.window_start, -1.0)) AS since
 FROM latest l
-JOIN trust t ON t.home = l.home AND t.device_type = l.device_type
-  AND t.window_start = l.window_start
+JOIN runs r ON r.home = l.home AND r.device_type = l.device_type
+  AND r.window_start = l.window_start
 LEFT JOIN last_good g ON g.home = l.home AND g.device_type = l.device_type
-WHERE t.trust < ?
-ORDER BY since, t.home, t.device_type
+WHERE r.flagged = 1
+ORDER BY since, r.home, r.device_type
 LIMIT ?"""
 
 
@@ -141,15 +159,17 @@ def alerts(
     conn,
     *,
     level: float = DEFAULT_ALERT_LEVEL,
+    run_level: float = DEFAULT_RUN_LEVEL,
     home: str | None = None,
     device_type: str | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> list[dict]:
-    """Device types whose latest trust is below ``level``, with the window start since
-    which every window has been below it."""
+    """Device types whose latest window is flagged (trust below ``level``, or the second
+    low window in three under ``run_level``), with the window since which every window
+    has been flagged."""
     where, params = _where([("home = ?", home), ("device_type = ?", device_type)])
     sql = ALERTS.format(filters=where)
-    args = [*params, level, *params, level, level, _limit(limit)]
+    args = [run_level, *params, level, _limit(limit)]
     return _rows(conn.execute(db.sql(sql), args))
 
 

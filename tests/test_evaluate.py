@@ -13,7 +13,7 @@ from model_fixtures import (  # noqa: F401
     write_lab,
 )
 
-from compile import evaluate
+from compile import baselines, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_flagged_changes_reports_first_low_window():
     trust[3, 1] = 0.01
     start = str(np.datetime64(18_302, "D"))
     changes = [{"device_type": "b", "start": start, "end": None}]
-    (entry,) = evaluate.flagged_changes(changes, trust, windows, 86_400, ["a", "b"], 0.1)
+    (entry,) = evaluate.flagged_changes(changes, trust < 0.1, windows, 86_400, ["a", "b"])
     assert entry["flagged"] and entry["delay_days"] == 1.0 and entry["within_a_day"]
     assert entry["flagged_day"] == str(np.datetime64(18_303, "D"))
 
@@ -110,7 +110,7 @@ def test_lab_wide_change_counts_types_and_leaves_its_days_out():
     trust[5, 0] = 0.001
     day = str(np.datetime64(18_303, "D"))
     changes = [{"device_type": "*", "kind": "capture", "start": day, "end": day}]
-    got = evaluate.trust_flags(changes, trust, windows, 86_400, ["a", "b", "c"], 0.01)
+    got = evaluate.trust_flags(changes, trust < 0.01, windows, 86_400, ["a", "b", "c"])
     (entry,) = got["changes"]
     assert entry["flagged"] and entry["delay_days"] == 0.0
     assert entry["flagged_types"] == 2 and entry["types"] == 3
@@ -119,14 +119,46 @@ def test_lab_wide_change_counts_types_and_leaves_its_days_out():
 
 
 def test_flag_sweep_trades_false_flags_for_delay():
-    """A stricter level flags a growing change later and an unchanged type less often."""
+    """A stricter level flags a growing change later and an unchanged type less often; the
+    run rule catches two low windows in a row that no single-window limit does."""
     windows = np.arange(18_300, 18_304)
     z = np.array([[0.0, 2.2], [2.2, 2.7], [0.0, 3.2], [0.0, 3.7]])
     trust = np.exp(-(z**2) / 2)
+    raw = 1.0 - 0.1 * z
     start = str(np.datetime64(18_300, "D"))
     changes = [{"device_type": "b", "start": start, "end": None}]
-    rows = evaluate.flag_sweep(changes, trust, windows, 86_400, ["a", "b"])
-    assert [r["sigmas"] for r in rows] == list(evaluate.SWEEP_SIGMAS)
-    assert [r["delays_days"] for r in rows] == [[0.0], [1.0], [2.0], [3.0]]
-    assert [r["unchanged_max_flag_rate"] for r in rows] == [0.25, 0.0, 0.0, 0.0]
-    assert [r["changes_within_a_day"] for r in rows] == [1, 1, 0, 0]
+    rows = evaluate.flag_sweep(changes, raw, trust, windows, 86_400, ["a", "b"])
+    assert [(r["sigmas"], r["run_rule"]) for r in rows] == list(evaluate.SWEEP)
+    assert [r["delays_days"] for r in rows] == [[0.0], [1.0], [2.0], [3.0], [1.0]]
+    assert [r["unchanged_max_flag_rate"] for r in rows] == [0.25, 0.0, 0.0, 0.0, 0.0]
+    assert [r["changes_within_a_day"] for r in rows] == [1, 1, 0, 0, 1]
+
+
+def _series(z):
+    """(raw, trust) of windows x classes from signed sigmas (sigma 0.1)."""
+    z = np.asarray(z, dtype=float)
+    return 1.0 + 0.1 * z, np.exp(-(z**2) / 2)
+
+
+def test_one_window_beyond_three_sigma_is_flagged_either_way():
+    raw, trust = _series([[0.0, 0.0], [-3.1, 3.1], [0.0, 0.0]])
+    got = baselines.flags(raw, trust)
+    assert got.tolist() == [[False, False], [True, True], [False, False]]
+
+
+def test_two_low_windows_in_three_are_flagged_on_the_second():
+    """Drops of 2-3 sigma: flagged when a second one comes within three windows, not on
+    the first, and not after one on its own."""
+    raw, trust = _series([[-2.5], [0.0], [-2.2], [0.0], [0.0], [-2.4], [0.0], [0.0], [-2.1]])
+    assert baselines.flags(raw, trust)[:, 0].tolist() == [
+        False, False, True, False, False, False, False, False, False
+    ]  # fmt: skip
+
+
+def test_run_rule_looks_at_drops_only_and_can_be_turned_off():
+    """Two rises of 2.5 sigma are not a run (another device's flows may be predicted as the
+    type); two drops are, unless run_below is 0."""
+    raw, trust = _series([[2.5, -2.5], [2.5, -2.5]])
+    assert baselines.flags(raw, trust).tolist() == [[False, False], [False, True]]
+    assert not baselines.flags(raw, trust, run_below=0.0).any()
+    assert baselines.flags(raw, trust, flag_below=0.05).all()

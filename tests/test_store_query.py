@@ -2,9 +2,11 @@
 filters, and alerts that say since when trust has been low."""
 
 import json
+import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from store_fixtures import (
     ROOT_DIR,
@@ -17,7 +19,9 @@ from store_fixtures import (
     trust,
 )
 
+from store import queries
 from store.__main__ import main
+from store.database import Database
 
 pytest_plugins = ["store_fixtures"]
 
@@ -162,3 +166,60 @@ def test_api_bad_parameters_are_400(store, path):
     """A bad query parameter gets 400 naming it."""
     status, answer = get(store.url, path)
     assert status == 400 and answer["field"] in path
+
+
+def test_two_low_windows_in_three_are_an_alert(store):
+    """A drop of two to three sigma is an alert on its second window in three, as the
+    evaluation flags it; a rise is not, nor a single low window, nor with run_level=0."""
+    z = {"Amazon Echo": [0.0, -2.4, 0.0, -2.2], "TP-Link plug": [0.0, 2.4, 0.0, 2.2]}
+    for i in range(4):
+        devices = [
+            dict(device(name, math.exp(-(v[i] ** 2) / 2)), raw_trust=1.0 + 0.1 * v[i])
+            for name, v in z.items()
+        ]
+        body = trust(seq=1 + i, home="home-1", start=T0 + i * HOUR, devices=devices)
+        assert post(store.url, body)[0] == 200
+
+    _, alerts = get(store.url, "/api/v1/alerts")
+    assert [(a["device_type"], a["since"]) for a in alerts] == [("Amazon Echo", T0 + 3 * HOUR)]
+    _, alerts = get(store.url, "/api/v1/alerts?run_level=0")
+    assert alerts == []
+
+
+def test_alerts_agree_with_the_evaluation_flags(db_url):
+    """On random trust series the store alerts exactly the device types whose latest
+    window ``compile.baselines.flags`` flags, since the start of that run of flags."""
+    from compile.baselines import flags
+
+    rng = np.random.default_rng(4)
+    db = Database(db_url)
+    db.migrate()
+    series = {}
+    with db.connect() as conn:
+        db.begin(conn)
+        for k in range(60):
+            z = rng.normal(-1.0, 1.5, size=rng.integers(1, 9))
+            raw, value = 1.0 + 0.1 * z, np.exp(-(z**2) / 2)
+            series[f"type-{k}"] = (raw, value)
+            for w in range(len(z)):
+                conn.execute(
+                    db.sql(
+                        "INSERT INTO trust (home, device_type, window_start, window_end, "
+                        "accepted, discarded, raw_trust, trust, agent_id, seq) "
+                        "VALUES (?, ?, ?, ?, 1, 0, ?, ?, 'a', 1)"
+                    ),
+                    ("h", f"type-{k}", T0 + w * HOUR, T0 + (w + 1) * HOUR, raw[w], value[w]),
+                )
+        conn.commit()
+
+    expected = {}
+    for name, (raw, value) in series.items():
+        flagged = flags(raw[:, None], value[:, None])[:, 0]
+        if flagged[-1]:
+            first = len(flagged) - 1
+            while first > 0 and flagged[first - 1]:
+                first -= 1
+            expected[name] = T0 + first * HOUR
+    with db.connect(autocommit=True) as conn:
+        got = {a["device_type"]: a["since"] for a in queries.alerts(db, conn)}
+    assert got == expected and 5 < len(expected) < 55

@@ -345,6 +345,33 @@ def test_plug_drifts_toward_planex(lab):
         assert gap_late < 0.5 * gap_train, field
 
 
+def test_plug_drift_starts_with_a_step():
+    """On the first test days the plug's UDP/10001 flows have already moved most of the way
+    to Planex's (``PLUG_ONSET``); with ``plug_onset=0`` they start from where they were."""
+    train = [d for d in DAYS if dt.date(2020, 3, 13) <= d.date <= dt.date(2020, 3, 15)]
+    first = [d for d in DAYS if dt.date(2020, 3, 16) <= d.date <= dt.date(2020, 3, 18)]
+    plug, planex = idx("Power Elec plug"), idx("Planex outdoor camera")
+
+    def udp10001(gen, days, device):
+        parts = [gen.day(d, only={device}) for d in days]
+        f = np.concatenate([p.flows for p in parts])
+        mine = np.concatenate([p.device for p in parts]) == device
+        return f[mine & (f["protocolIdentifier"] == 17) & (f["destinationTransportPort"] == 10001)]
+
+    moved = {}
+    for onset in (changes.PLUG_ONSET, 0.0):
+        gen = Lab(1.0, 7, plug_onset=onset)
+        before, after = udp10001(gen, train, plug), udp10001(gen, first, plug)
+        target = udp10001(gen, first, planex)
+        assert min(len(before), len(after), len(target)) > 20
+        moved[onset] = [
+            1 - abs(after[k].mean() - target[k].mean()) / abs(before[k].mean() - target[k].mean())
+            for k in ("packetTotalCount", "averageInterarrivalTime")
+        ]
+    assert min(moved[changes.PLUG_ONSET]) > 0.4, moved
+    assert max(moved[0.0]) < 0.25, moved
+
+
 def test_classes_overlap_but_separate(lab):
     """A forest trained on January-mid March confuses some flows but gets most right, and
     it cannot tell NTP flows apart (they are identical across devices)."""
@@ -381,3 +408,5 @@ def test_manifest():
     for c in items:
         assert c["start"] <= c["end"] and c["description"]
         assert c["device_type"] in NAMES or c["device_type"] == changes.EVERY_TYPE
+    (plug,) = [c for c in changes.manifest(0.25) if c["device_type"] == "Power Elec plug"]
+    assert "a step of 25% of the way on the first day" in plug["description"]

@@ -112,7 +112,10 @@ def test_same_seed_same_bytes(out, tmp_path):
     assert (out / name).read_bytes() != (other / name).read_bytes()
 
 
-@pytest.mark.parametrize("args", [["--scale", "0"], ["--scale", "-1"], ["--homes", "-2"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--scale", "0"], ["--scale", "-1"], ["--homes", "-2"], ["--plug-onset", "1.5"]],
+)
 def test_bad_arguments(tmp_path, capsys, args):
     """Bad arguments give exit status 2 and a message naming the option."""
     assert cli.main(["--out", str(tmp_path / "x"), *args]) == 2

@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--homes", type=int, default=0, help="homes of the ISP view (default 0)")
     p.add_argument("--json", action="store_true", help="also write Super Mediator JSON")
+    p.add_argument(
+        "--plug-onset",
+        type=float,
+        default=changes.PLUG_ONSET,
+        help="share (0..1) of the plug's drift already there on the first test day "
+        f"(default {changes.PLUG_ONSET}; 0 = a drift that starts from nothing)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log each day")
     return p
 
@@ -59,6 +66,8 @@ def _check(args) -> str | None:
         return f"--scale must be in (0, {MAX_SCALE}], got {args.scale}"
     if args.seed < 0:
         return f"--seed must be >= 0, got {args.seed}"
+    if not 0 <= args.plug_onset <= 1:
+        return f"--plug-onset must be in [0, 1], got {args.plug_onset}"
     if args.homes < 0:
         return f"--homes must be >= 0, got {args.homes}"
     if args.out.exists() and not args.out.is_dir():
@@ -101,14 +110,22 @@ def _day_counts(day_flows) -> dict:
     return out
 
 
-def run(out: Path, scale: float, seed: int, n_homes: int = 0, with_json: bool = False) -> dict:
+def run(
+    out: Path,
+    scale: float,
+    seed: int,
+    n_homes: int = 0,
+    with_json: bool = False,
+    plug_onset: float = changes.PLUG_ONSET,
+) -> dict:
     """Write the whole testbed under ``out``; the summary written as testbed.json."""
     started = time.monotonic()
     (out / "lab").mkdir(parents=True, exist_ok=True)
     write_devices(out / "devices.csv")
-    (out / "changes.json").write_text(json.dumps(changes.manifest(), indent=1) + "\n")
+    manifest = changes.manifest(plug_onset)
+    (out / "changes.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
-    lab = Lab(scale, seed)
+    lab = Lab(scale, seed, plug_onset)
     per_day, total = {}, 0
     for day in capture_days():
         day_flows = lab.day(day)
@@ -139,6 +156,7 @@ def run(out: Path, scale: float, seed: int, n_homes: int = 0, with_json: bool = 
     summary = {
         "scale": scale,
         "seed": seed,
+        "plug_onset": plug_onset,
         "homes": n_homes,
         "json": with_json,
         "records": total,
@@ -169,7 +187,7 @@ def main(argv: list[str]) -> int:
         print(f"testbed: {problem}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    summary = run(args.out, args.scale, args.seed, args.homes, args.json)
+    summary = run(args.out, args.scale, args.seed, args.homes, args.json, args.plug_onset)
     print(
         f"testbed: {summary['records']} records over {len(summary['days'])} days, "
         f"{summary['stream_records']} in the ISP stream, in {time.monotonic() - started:.1f} s"

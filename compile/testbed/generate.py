@@ -58,9 +58,10 @@ def service_of(flows: np.ndarray) -> np.ndarray:
 class Lab:
     """The lab at one scale and seed; ``day(d)`` makes that day's records."""
 
-    def __init__(self, scale: float, seed: int):
+    def __init__(self, scale: float, seed: int, plug_onset: float = changes.PLUG_ONSET):
         self.scale = scale
         self.seed = seed
+        self.plug_onset = plug_onset
         self.table = build_table()
         names = [d.name for d in DEVICES]
         t = self.table
@@ -117,7 +118,9 @@ class Lab:
             for b in np.unique(t.binding[rows][t.device[rows] == d]):
                 mask = (t.device[rows] == d) & (t.binding[rows] == b)
                 sub = params[mask]
-                changes.apply(sub, name, t.binding_names[b], date, self.plug_target)
+                changes.apply(
+                    sub, name, t.binding_names[b], date, self.plug_target, self.plug_onset
+                )
                 params[mask] = sub
         return params
 
