@@ -94,6 +94,13 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _draws(max_samples) -> str:
+    """How many rows each tree's bootstrap drew, as the report's first line says it."""
+    if not max_samples:
+        return ", each grown from a bootstrap of all training rows"
+    return f", each grown from a bootstrap of at most {max_samples:,} rows"
+
+
 def write_report(path: Path, m: dict, manifest: dict, methods=("lambda1", "lambda2")) -> None:
     """report.md: headline figures, Table III, per-class and per-service tables, figures."""
     prov = manifest.get("provenance", {})
@@ -105,7 +112,8 @@ def write_report(path: Path, m: dict, manifest: dict, methods=("lambda1", "lambd
         (
             f"Test rows: {m['test_rows']}. Forest: {params.get('trees')} trees, "
             f"{params.get('max_features')} features per split, at most "
-            f"{params.get('max_leaves')} leaves per tree; thresholds: {m['threshold_method']}."
+            f"{params.get('max_leaves')} leaves per tree"
+            f"{_draws(params.get('max_samples'))}; thresholds: {m['threshold_method']}."
         ),
         "",
         _row(["figure", "value", "paper (section V)"]),
@@ -124,7 +132,11 @@ def write_report(path: Path, m: dict, manifest: dict, methods=("lambda1", "lambd
         ("test macro accuracy, lambda2", m["test_macro_accuracy_lambda2"], "-"),
         ("test discard rate, lambda2 (all flows)", m["test_discard_rate_lambda2"], "-"),
         ("model alone, bounded forest", bound.get("test_macro_accuracy_bounded"), "-"),
-        ("model alone, unbounded forest", bound.get("test_macro_accuracy_unbounded"), "-"),
+        (
+            "model alone, unbounded forest (all rows, no leaf bound)",
+            bound.get("test_macro_accuracy_unbounded"),
+            "-",
+        ),
     ]
     lines += [_row([name, _pct(value), paper]) for name, value, paper in headline]
     for method in methods:

@@ -7,8 +7,9 @@
 3. out-of-fold confidences of the best setting -> lambda1/lambda2 per class, Table III,
    Fig. 4's mean confidences, and trust baselines per window;
 4. the final forest on the whole training period, bounded in leaves so TL2cgen's library
-   builds in minutes; the bound's accuracy cost against the unbounded forest on the test
-   period of the same split;
+   builds in minutes (and, with ``--max-samples``, each tree grown from a smaller
+   bootstrap); the bounds' accuracy cost against the unbounded forest (the paper's: all
+   rows, no leaf bound) on the test period of the same split;
 5. C generation, host build and verification (``compile.build``), then the bundle.
 
 The defaults are sized for the demo (3 folds, tuning on a 20,000-row sample, a small
@@ -43,6 +44,7 @@ DEFAULTS = {
     "folds": 3,
     "tune_rows": 20_000,
     "max_leaves": 256,
+    "max_samples": 0,
     "seed": 0,
     "window": 86_400.0,
 }
@@ -63,17 +65,33 @@ def parse_grid(text: str) -> list[tuple[int, int]]:
     return grid
 
 
-def make_forest(trees: int, features: int, max_leaves: int | None, seed: int, jobs: int):
-    """The Random Forest of the paper, optionally bounded to ``max_leaves`` per tree."""
+def make_forest(
+    trees: int, features: int, max_leaves: int | None, seed: int, jobs: int, draw=None
+):
+    """The Random Forest of the paper, optionally bounded to ``max_leaves`` per tree and
+    to bootstraps of a share ``draw`` of the rows (see ``draw_share``)."""
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(
         n_estimators=trees,
         max_features=features,
         max_leaf_nodes=max_leaves or None,
+        max_samples=draw,
         random_state=seed,
         n_jobs=jobs,
     )
+
+
+def draw_share(max_samples: int, rows: int, folds: int = 1) -> float | None:
+    """The share of ``rows`` (of the training part of ``folds`` folds) that each tree's
+    bootstrap draws so it holds about ``max_samples`` rows; None draws as many as there
+    are (the default). Growing a tree costs time in proportion to its rows, so a cap
+    bounds training time on a large capture, at a cost to rare classes (README,
+    Limitations)."""
+    fitted = rows * (folds - 1) / folds if folds > 1 else rows
+    if not max_samples or max_samples >= fitted:
+        return None
+    return max_samples / fitted
 
 
 def _folds(y: np.ndarray, folds: int, seed: int):
@@ -104,16 +122,17 @@ def subsample(y: np.ndarray, rows: int, seed: int, floor: int = 50) -> np.ndarra
     return np.sort(np.concatenate(keep))
 
 
-def tune(X, y, grid, *, folds, tune_rows, max_leaves, seed, jobs) -> list[dict]:
+def tune(X, y, grid, *, folds, tune_rows, max_leaves, max_samples, seed, jobs) -> list[dict]:
     """Macro recall of each grid setting by stratified k-fold CV, best first."""
     from sklearn.model_selection import cross_val_score
 
     rows = subsample(y, tune_rows, seed)
     cv = _folds(y[rows], folds, seed)
+    draw = draw_share(max_samples, len(rows), cv.n_splits)
     results = []
     for trees, features in grid:
         started = time.monotonic()
-        forest = make_forest(trees, features, max_leaves, seed, jobs)
+        forest = make_forest(trees, features, max_leaves, seed, jobs, draw)
         scores = cross_val_score(forest, X[rows], y[rows], cv=cv, scoring="balanced_accuracy")
         results.append(
             {
@@ -196,6 +215,7 @@ class Options:
     folds: int = DEFAULTS["folds"]
     tune_rows: int = DEFAULTS["tune_rows"]
     max_leaves: int = DEFAULTS["max_leaves"]
+    max_samples: int = DEFAULTS["max_samples"]
     seed: int = DEFAULTS["seed"]
     window: float = DEFAULTS["window"]
     jobs: int = 0
@@ -250,6 +270,8 @@ def drop_rare_classes(data, test, min_rows: int):
 def fit_bundle(data, test, out: Path, args: Options) -> dict:
     """Tune, train, threshold, compile and write the bundle ``out`` from data sets."""
     started = time.monotonic()
+    if args.max_samples < 0:
+        raise ValueError(f"--max-samples must be 0 (all rows) or more, not {args.max_samples}")
     data, test, dropped = drop_rare_classes(data, test, args.min_class_rows)
     X, y, classes = feature_matrix(data.flows), data.y, data.classes
     jobs = args.jobs or os.cpu_count() or 1
@@ -261,6 +283,7 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
         folds=args.folds,
         tune_rows=args.tune_rows,
         max_leaves=args.max_leaves,
+        max_samples=args.max_samples,
         seed=args.seed,
         jobs=jobs,
     )
@@ -269,10 +292,11 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
     seconds = {"tune": time.monotonic() - started}
 
     sample = subsample(y, args.oof_rows, args.seed)
+    draw = draw_share(args.max_samples, len(sample), args.folds)
     oof = out_of_fold(
         X[sample],
         y[sample],
-        make_forest(trees, features, args.max_leaves, args.seed, jobs),
+        make_forest(trees, features, args.max_leaves, args.seed, jobs, draw),
         folds=args.folds,
         seed=args.seed,
     )
@@ -280,7 +304,8 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
     arrays = thresholds.as_arrays(lambdas)
     seconds["out_of_fold"] = time.monotonic() - started - sum(seconds.values())
 
-    forest = make_forest(trees, features, args.max_leaves, args.seed, jobs)
+    draw = draw_share(args.max_samples, len(y))
+    forest = make_forest(trees, features, args.max_leaves, args.seed, jobs, draw)
     forest.set_params(oob_score=True)
     with warnings.catch_warnings():
         # Rows no tree left out (only with tiny forests) are skipped in accept_rates.
@@ -320,7 +345,8 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
             )
             bound["compare_rows"] = len(rows)
             if len(rows) < len(y):
-                same = make_forest(trees, features, args.max_leaves, args.seed, jobs)
+                draw = draw_share(args.max_samples, len(rows))
+                same = make_forest(trees, features, args.max_leaves, args.seed, jobs, draw)
                 same.fit(X[rows], y[rows])
                 bound["test_macro_accuracy_bounded_same_rows"] = macro_recall(
                     test_y, same.predict(test_X), len(classes)
@@ -331,7 +357,12 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
             )
             bound["unbounded_leaves"] = leaves
             seconds["unbounded"] = time.monotonic() - started - sum(seconds.values())
-    bound = {**(bound or {}), "max_leaves": args.max_leaves, "bounded_leaves": _leaves(forest)}
+    bound = {
+        **(bound or {}),
+        "max_leaves": args.max_leaves,
+        "max_samples": args.max_samples,
+        "bounded_leaves": _leaves(forest),
+    }
     trained = time.monotonic()
     log.info("phases seconds=%s", {k: round(v, 1) for k, v in seconds.items()})
 
@@ -358,6 +389,7 @@ def fit_bundle(data, test, out: Path, args: Options) -> dict:
                     "trees": trees,
                     "max_features": features,
                     "max_leaves": args.max_leaves,
+                    "max_samples": args.max_samples,
                     "seed": args.seed,
                     "folds": args.folds,
                     "tune_rows": args.tune_rows,
@@ -465,6 +497,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULTS["max_leaves"],
         help="leaves per tree, 0 = unbounded",
+    )
+    p.add_argument(
+        "--max-samples",
+        type=int,
+        default=DEFAULTS["max_samples"],
+        help="rows each tree's bootstrap draws at most, 0 = as many as training rows",
     )
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--window", type=float, default=DEFAULTS["window"], help="trust window, s")

@@ -13,7 +13,8 @@ from model_fixtures import (  # noqa: F401
     write_lab,
 )
 
-from compile import baselines, evaluate
+from compile import baselines, evaluate, report_plots
+from compile.train import DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,9 @@ def test_report_and_figures_are_written(report):
     out, metrics, _ = report
     text = (out / "report.md").read_text()
     assert "Table III" in text and "Per service" in text
+    assert report_plots._draws(DEFAULTS["max_samples"]) in text
+    assert report_plots._draws(0) == ", each grown from a bootstrap of all training rows"
+    assert report_plots._draws(300_000) == ", each grown from a bootstrap of at most 300,000 rows"
     for key in ("fig4", "fig5", "fig6", "fig7"):
         name = metrics["figures"][key]
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -150,7 +150,14 @@ def test_tuning_is_deterministic_for_a_seed():
     from agent.features import feature_matrix
 
     X = feature_matrix(data.flows)
-    kwargs = {"folds": 2, "tune_rows": 200, "max_leaves": 8, "seed": 3, "jobs": 1}
+    kwargs = {
+        "folds": 2,
+        "tune_rows": 200,
+        "max_leaves": 8,
+        "max_samples": 0,
+        "seed": 3,
+        "jobs": 1,
+    }
     first = train.tune(X, data.y, [(3, 2), (5, 4)], **kwargs)
     second = train.tune(X, data.y, [(3, 2), (5, 4)], **kwargs)
     assert [r["cv_macro_accuracy"] for r in first] == [r["cv_macro_accuracy"] for r in second]
@@ -163,6 +170,7 @@ def test_bundle_manifest_records_provenance(tiny_bundle):  # noqa: F811
     prov = manifest["provenance"]
     assert 0.5 < prov["cv_macro_accuracy"] <= 1.0
     assert prov["parameters"]["max_leaves"] == 16
+    assert prov["parameters"]["max_samples"] == train.DEFAULTS["max_samples"]
     assert prov["bound_cost"]["bounded_leaves"]["max"] <= 16
     assert "test_macro_accuracy_unbounded" in prov["bound_cost"]
     assert prov["compile"]["verify"]["max_abs_diff"] < 1e-5
@@ -191,13 +199,45 @@ def test_cli_trains_from_an_ipfix_lab_folder(tmp_path):
         "--jobs",
         "1",
         "--no-unbounded",
+        "--max-samples",
+        "40",
     ]
     assert train.main(argv) == 0
     bundle = load_bundle(out)
     assert bundle.classes == CLASSES
-    assert json.loads((out / "manifest.json").read_text())["provenance"]["training_rows"] == len(
-        train_set.y
-    )
+    prov = json.loads((out / "manifest.json").read_text())["provenance"]
+    assert prov["training_rows"] == len(train_set.y) > 2 * 40
+    assert prov["parameters"]["max_samples"] == 40
+
+
+def test_each_tree_draws_at_most_max_samples_rows():
+    """A cap below the training rows makes each tree's bootstrap draw that many rows (the
+    weighted root count), for a whole set and for the training part of k folds; no cap,
+    or one at or above the rows, leaves sklearn's classic bootstrap of all rows."""
+    data, _ = datasets(120)
+    from agent.features import feature_matrix
+
+    X = feature_matrix(data.flows)
+    rows = len(data.y)
+    assert train.draw_share(0, rows) is None
+    assert train.draw_share(rows, rows) is None
+    assert train.draw_share(rows // 2, rows, folds=2) is None
+    assert train.draw_share(100, 1000, folds=5) == pytest.approx(100 / 800)
+
+    forest = train.make_forest(4, 3, 8, 0, 1, train.draw_share(60, rows)).fit(X, data.y)
+    assert [t.tree_.weighted_n_node_samples[0] for t in forest.estimators_] == [60] * 4
+    forest = train.make_forest(4, 3, 8, 0, 1, train.draw_share(0, rows)).fit(X, data.y)
+    assert [t.tree_.weighted_n_node_samples[0] for t in forest.estimators_] == [rows] * 4
+
+
+def test_cli_rejects_a_negative_max_samples(tmp_path, capsys):
+    """--max-samples below 0 fails with the flag named, exit status 1, nothing written."""
+    train_set, test_set = datasets(40, seed=5)
+    write_lab(tmp_path / "lab", np.concatenate([train_set.flows, test_set.flows]))
+    argv = ["--data", str(tmp_path / "lab"), "--out", str(tmp_path / "b"), "--max-samples", "-1"]
+    assert train.main(argv) == 1
+    assert "--max-samples must be 0" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_cli_reports_a_folder_without_records(tmp_path, capsys):
